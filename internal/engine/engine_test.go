@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// memReplica is an in-memory replica for testing the engine's logic.
+type memReplica struct {
+	mu       sync.Mutex
+	data     []byte
+	snaps    []string
+	failWith error
+	flushes  int
+}
+
+func newMem(size int) *memReplica { return &memReplica{data: make([]byte, size)} }
+
+func (m *memReplica) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return copy(p, m.data[off:]), nil
+}
+
+func (m *memReplica) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failWith != nil {
+		return 0, m.failWith
+	}
+	return copy(m.data[off:], p), nil
+}
+
+func (m *memReplica) Flush() error { m.mu.Lock(); m.flushes++; m.mu.Unlock(); return nil }
+func (m *memReplica) Trim(off, n int64) error {
+	return m.WriteZeroes(off, n)
+}
+func (m *memReplica) WriteZeroes(off, n int64) error {
+	_, err := m.WriteAt(make([]byte, n), off)
+	return err
+}
+func (m *memReplica) Size() int64 { return int64(len(m.data)) }
+func (m *memReplica) Grow(size int64) error {
+	m.data = append(m.data, make([]byte, size-int64(len(m.data)))...)
+	return nil
+}
+func (m *memReplica) Snapshot(name string) error { m.snaps = append(m.snaps, name); return nil }
+
+func TestWritesReachEveryReplica(t *testing.T) {
+	a, b := newMem(1<<20), newMem(1<<20)
+	v, err := New("vol", a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := v.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 4096), int64(i)*4096); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := v.WriteZeroes(0, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.data, b.data) {
+		t.Fatal("replicas differ after writes")
+	}
+	if a.data[4096] != 2 || a.data[0] != 0 {
+		t.Fatalf("unexpected content %d %d", a.data[4096], a.data[0])
+	}
+	if err := v.Snapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.snaps) != 1 || len(b.snaps) != 1 || a.flushes == 0 || b.flushes == 0 {
+		t.Fatalf("snapshot must flush then seal every replica: %v %v %d %d", a.snaps, b.snaps, a.flushes, b.flushes)
+	}
+	if err := v.Grow(2 << 20); err != nil || v.Size() != 2<<20 || b.Size() != 2<<20 {
+		t.Fatalf("grow: %v size %d/%d", err, v.Size(), b.Size())
+	}
+}
+
+func TestAFailingReplicaFailsTheWrite(t *testing.T) {
+	a, b := newMem(1<<16), newMem(1<<16)
+	b.failWith = syscall.ENOSPC
+	v, _ := New("vol", a, b)
+	if _, err := v.WriteAt([]byte{1}, 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write with a full replica: %v, want ENOSPC", err)
+	}
+}
+
+func TestClosedEngineRefusesIO(t *testing.T) {
+	v, _ := New("vol", newMem(4096))
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := v.WriteAt([]byte{1}, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	if _, err := v.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after close: %v", err)
+	}
+	if err := v.Snapshot("s"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("snapshot after close: %v", err)
+	}
+}
+
+func TestNoReplica(t *testing.T) {
+	if _, err := New("vol"); err == nil {
+		t.Fatal("an engine without replicas was accepted")
+	}
+}

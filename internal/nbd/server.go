@@ -1,14 +1,26 @@
 // Package nbd serves block devices over the NBD protocol (fixed newstyle
 // handshake, structured replies not negotiated).
+//
+// One connection runs a reader (the connection's goroutine), a bounded pool
+// of workers that call the Backend, and one writer that serializes replies,
+// which may leave out of order. Memory per connection is bounded by the
+// number and total payload of requests in flight.
 package nbd
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"sync"
+	"syscall"
+	"time"
 )
 
-// Backend is the device behind one export.
+// Backend is the device behind one export. The server calls it from many
+// goroutines at once (several requests in flight on a connection, several
+// connections to one export), so every method must be safe for concurrent
+// use. Requests never reach past Size.
 type Backend interface {
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
@@ -16,6 +28,14 @@ type Backend interface {
 	Trim(off, length int64) error
 	WriteZeroes(off, length int64) error
 	Size() int64
+}
+
+// FastZeroer is an optional ability of a Backend: FastZero reports whether
+// WriteZeroes is much cheaper than writing zeroes (metadata only). Clients
+// that ask for a fast zero (NBD_CMD_FLAG_FAST_ZERO) get NBD_ENOTSUP from a
+// backend without it, and then write the zeroes themselves.
+type FastZeroer interface {
+	FastZero() bool
 }
 
 // Exports resolves export names to backends.
@@ -29,13 +49,128 @@ type Exports interface {
 }
 
 // Server is an NBD server.
-type Server struct{ exports Exports }
+type Server struct {
+	exports Exports
+	cfg     config
+}
+
+type config struct {
+	log              *slog.Logger
+	handshakeTimeout time.Duration
+	payloadTimeout   time.Duration
+	shutdownGrace    time.Duration
+	workers          int
+	maxInFlight      int
+	maxInFlightBytes int64
+}
+
+// Option configures a Server.
+type Option func(*config)
+
+// WithLogger sets the logger for connection events; the default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l != nil {
+			c.log = l
+		}
+	}
+}
+
+// WithHandshakeTimeout bounds how long a client may stay silent during the
+// handshake (each option must arrive within d). Default 30 s.
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.handshakeTimeout = d
+		}
+	}
+}
+
+// WithWorkers sets how many requests of one connection the backend serves at
+// once. Default 16.
+func WithWorkers(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.workers = n
+		}
+	}
+}
+
+// WithMaxInFlight caps the requests one connection may have read but not yet
+// answered; the server stops reading from a client that reaches it. Default 128.
+func WithMaxInFlight(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxInFlight = n
+		}
+	}
+}
 
 // NewServer returns a server for exports.
-func NewServer(exports Exports) *Server { return &Server{exports: exports} }
+func NewServer(exports Exports, opts ...Option) *Server {
+	cfg := config{
+		log:              slog.New(slog.DiscardHandler),
+		handshakeTimeout: 30 * time.Second,
+		payloadTimeout:   60 * time.Second,
+		shutdownGrace:    5 * time.Second,
+		workers:          16,
+		maxInFlight:      128,
+		maxInFlightBytes: 2 * MaxPayload,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return &Server{exports: exports, cfg: cfg}
+}
 
 // Serve accepts connections on ln until ctx is done or ln is closed, and
-// returns after every connection it started has ended.
+// returns after every connection it started has ended. When ctx is done it
+// closes ln, stops reading requests, lets the requests in flight finish
+// (their replies get a few seconds to leave), closes every connection and
+// returns nil. Otherwise it returns the error that stopped Accept.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return errors.New("nbd: not implemented yet")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if temporary(err) {
+				// Out of file descriptors and the like: wait rather than spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.cfg.log.Warn("nbd: accept", "err", err, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return err
+		}
+		backoff = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+// temporary reports whether an Accept error passes (too many open files,
+// a deadline on the listener) so that Serve should retry.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }

@@ -2,14 +2,36 @@
 // module: the device is exposed as one file through FUSE, a loop device is
 // attached to that file, a filesystem is made on first use, and it is
 // mounted at the target directory.
+//
+// The FUSE server runs inside the calling process. Everything mounted here
+// works only while that process runs: when it dies, the kernel aborts the
+// FUSE connection, I/O on the mounted filesystem fails (ext4 remounts itself
+// read-only, xfs shuts down) and the mounts stay behind until Cleanup removes
+// them. Call Cleanup(stateDir) when the daemon starts, before any Mount.
+//
+// Layout: opts.StateDir/<name>/fuse is the FUSE mount point, and
+// opts.StateDir/<name>/fuse/<name> the file the loop device is attached to.
 package fusefile
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-storage/strata/internal/errdefs"
 )
 
-// Device is the volume behind a mount.
+// Device is the volume behind a mount. Its methods are called from many
+// goroutines at once and must be safe for concurrent use. Trim must leave the
+// range reading as zeroes (the loop device sends write-zeroes requests as
+// punch-hole too).
 type Device interface {
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
@@ -27,15 +49,367 @@ type Options struct {
 	ReadOnly bool
 }
 
-// Mounted is one mounted volume.
-type Mounted struct{}
+// Mounted is one mounted volume. Its methods are safe for concurrent use.
+type Mounted struct {
+	mu        sync.Mutex
+	dev       Device
+	name      string
+	target    string
+	stateDir  string // StateDir/<name>
+	fuseFile  string
+	fsType    string
+	formatted bool
+	fuse      *fuseServer
+	loop      *loopDevice
+	loopPath  string
+	directIO  bool
+	claimed   []string // paths in inUse, released by Unmount
+
+	targetMounted bool
+	loopAttached  bool
+	done          bool
+}
+
+// unmountWait bounds how long Unmount waits for the loop device to let go
+// of the FUSE file.
+const unmountWait = 10 * time.Second
+
+// inUse holds the FUSE mount points and targets of this process's mounts, so
+// that two Mounts of one name or one target cannot race, and so that Cleanup
+// leaves live mounts alone.
+var inUse = struct {
+	sync.Mutex
+	paths map[string]bool
+}{paths: map[string]bool{}}
+
+func claim(paths ...string) error {
+	inUse.Lock()
+	defer inUse.Unlock()
+	for _, p := range paths {
+		if inUse.paths[p] {
+			return fmt.Errorf("%s is in use by another mount: %w", p, errdefs.ErrFailedPrecondition)
+		}
+	}
+	for _, p := range paths {
+		inUse.paths[p] = true
+	}
+	return nil
+}
+
+func release(paths ...string) {
+	inUse.Lock()
+	defer inUse.Unlock()
+	for _, p := range paths {
+		delete(inUse.paths, p)
+	}
+}
+
+func claimed(path string) bool {
+	inUse.Lock()
+	defer inUse.Unlock()
+	return inUse.paths[path]
+}
+
+func validate(dev Device, opts *Options) (fsType string, explicit bool, err error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("fusefile: "+format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+	}
+	if dev == nil {
+		return "", false, bad("no device")
+	}
+	if n := opts.Name; n == "" || n == "." || n == ".." || len(n) > 200 || strings.ContainsAny(n, "/\x00") {
+		return "", false, bad("bad volume name %q", n)
+	}
+	if opts.StateDir == "" {
+		return "", false, bad("no state directory")
+	}
+	if opts.Target == "" {
+		return "", false, bad("no target")
+	}
+	if s := dev.Size(); s <= 0 || s%512 != 0 {
+		return "", false, bad("device size %d is not a positive multiple of 512", s)
+	}
+	switch opts.FSType {
+	case "":
+		return "ext4", false, nil
+	case "ext4", "xfs":
+		return opts.FSType, true, nil
+	default:
+		return "", false, bad("filesystem %q: only ext4 and xfs", opts.FSType)
+	}
+}
 
 // Mount serves dev through FUSE, attaches a loop device, makes a filesystem
 // when the device has none, and mounts it at opts.Target. On any failure the
 // steps already done are undone.
-func Mount(ctx context.Context, dev Device, opts Options) (*Mounted, error) {
-	return nil, errors.New("fusefile: not implemented yet")
+//
+// A device that has a filesystem is never formatted: what is there is
+// mounted, and an explicit opts.FSType naming another type is an error
+// wrapping errdefs.ErrFailedPrecondition. A device with data that is not a
+// filesystem (a partition table, or anything non-zero in its first MiB) is
+// refused the same way. A read-only mount of a device without a filesystem
+// is refused too. Errors wrap errdefs.ErrInvalidArgument for bad options and
+// errdefs.ErrFailedPrecondition when the target is already a mount point or
+// the volume is already mounted. ctx bounds mkfs and blkid; it is not kept.
+//
+// The filesystem stays usable only while this process runs (see the package
+// comment). ext4 is mounted with errors=remount-ro, xfs with nouuid.
+func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr error) {
+	fsType, explicit, err := validate(dev, &opts)
+	if err != nil {
+		return nil, err
+	}
+	target, err := filepath.Abs(opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("fusefile: target %q: %w", opts.Target, errdefs.ErrInvalidArgument)
+	}
+	stateRoot, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("fusefile: state dir %q: %w", opts.StateDir, errdefs.ErrInvalidArgument)
+	}
+	stateDir := filepath.Join(stateRoot, opts.Name)
+	mnt := filepath.Join(stateDir, "fuse")
+	defer func() {
+		if retErr != nil {
+			retErr = fmt.Errorf("fusefile: mount %s at %s: %w", opts.Name, target, retErr)
+		}
+	}()
+
+	claimedTarget := target
+	if err := claim(mnt, claimedTarget); err != nil {
+		return nil, err
+	}
+	rev := &reverter{}
+	defer rev.Fail()
+	rev.Add(func() { release(mnt, claimedTarget) })
+
+	// The target.
+	created, err := mkdirAll(target, 0o755)
+	if err != nil {
+		return nil, err
+	}
+	rev.Add(func() { removeCreated(created) })
+	if resolved, err := filepath.EvalSymlinks(target); err == nil {
+		target = resolved
+	}
+	if st, err := os.Stat(target); err != nil {
+		return nil, err
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("target is not a directory: %w", errdefs.ErrInvalidArgument)
+	}
+	if mp, err := isMountPoint(target); err != nil {
+		return nil, err
+	} else if mp {
+		return nil, fmt.Errorf("target is already a mount point: %w", errdefs.ErrFailedPrecondition)
+	}
+
+	// The FUSE file.
+	if mp, err := isMountPoint(mnt); err != nil {
+		return nil, err
+	} else if mp {
+		return nil, fmt.Errorf("%s is still mounted (a crashed daemon? run Cleanup): %w", mnt, errdefs.ErrFailedPrecondition)
+	}
+	createdState, err := mkdirAll(mnt, 0o700)
+	if err != nil {
+		return nil, err
+	}
+	rev.Add(func() { removeCreated(createdState) })
+	fsrv, err := startFUSE(mnt, opts.Name, dev, opts.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	rev.Add(fsrv.abort)
+	fuseFile := filepath.Join(mnt, opts.Name)
+
+	// The loop device.
+	loop, err := attachLoop(fuseFile, opts.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	rev.Add(func() {
+		loop.detach()
+		waitLoopDetached(loop.number, fuseFile, unmountWait)
+	})
+
+	// The filesystem.
+	found, other, err := probe(ctx, loop.path)
+	if err != nil {
+		return nil, err
+	}
+	formatted := false
+	switch {
+	case other != "":
+		return nil, fmt.Errorf("device holds %s, not a filesystem; refusing to format it: %w", other, errdefs.ErrFailedPrecondition)
+	case found == "":
+		zero, err := headerIsZero(dev)
+		if err != nil {
+			return nil, err
+		}
+		if !zero {
+			return nil, fmt.Errorf("device has data but no filesystem blkid recognizes; refusing to format it: %w", errdefs.ErrFailedPrecondition)
+		}
+		if opts.ReadOnly {
+			return nil, fmt.Errorf("device has no filesystem and the mount is read-only: %w", errdefs.ErrFailedPrecondition)
+		}
+		if err := mkfs(ctx, fsType, loop.path); err != nil {
+			// Put back the zeroes mkfs may have overwritten, so that the
+			// next attempt does not take its leftovers for data.
+			dev.WriteAt(make([]byte, min(dev.Size(), headerSize)), 0)
+			return nil, err
+		}
+		found, formatted = fsType, true
+	case explicit && found != fsType:
+		return nil, fmt.Errorf("device holds a %s filesystem, not %s: %w", found, fsType, errdefs.ErrFailedPrecondition)
+	}
+	kernelType, data, err := mountArgs(found)
+	if err != nil {
+		return nil, err
+	}
+	var flags uintptr
+	if opts.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := unix.Mount(loop.path, target, kernelType, flags, data); err != nil {
+		return nil, fmt.Errorf("mount %s (%s) at %s: %w", loop.path, kernelType, target, err)
+	}
+
+	rev.Success()
+	return &Mounted{
+		dev:           dev,
+		name:          opts.Name,
+		target:        target,
+		stateDir:      stateDir,
+		fuseFile:      fuseFile,
+		fsType:        found,
+		formatted:     formatted,
+		fuse:          fsrv,
+		loop:          loop,
+		loopPath:      loop.path,
+		directIO:      loop.directIO,
+		claimed:       []string{mnt, claimedTarget},
+		targetMounted: true,
+		loopAttached:  true,
+	}, nil
 }
 
 // Unmount undoes Mount in reverse: unmount, detach the loop device, stop FUSE.
-func (m *Mounted) Unmount() error { return errors.New("fusefile: not implemented yet") }
+//
+// It syncs the filesystem, unmounts the target, detaches the loop device,
+// unmounts FUSE, waits for the FUSE server to exit and flushes the device.
+// While the target is busy (a process has a file open or its working
+// directory in it) it returns an error wrapping errdefs.ErrFailedPrecondition
+// and leaves the mount working. A later call picks up where an earlier one
+// stopped; once it has succeeded, calling it again returns nil. The target
+// directory is left in place.
+func (m *Mounted) Unmount() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done {
+		return nil
+	}
+	if m.targetMounted {
+		if fd, err := unix.Open(m.target, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			unix.Syncfs(fd)
+			unix.Close(fd)
+		}
+		err := unix.Unmount(m.target, 0)
+		switch {
+		case err == nil, errors.Is(err, unix.EINVAL):
+			// EINVAL: not mounted any more; someone unmounted it.
+		case errors.Is(err, unix.EBUSY):
+			return fmt.Errorf("fusefile: unmount %s: target is busy: %w", m.target, errdefs.ErrFailedPrecondition)
+		default:
+			return fmt.Errorf("fusefile: unmount %s: %w", m.target, err)
+		}
+		m.targetMounted = false
+	}
+	if m.loopAttached {
+		m.loop.detach()
+		if !waitLoopDetached(m.loop.number, m.fuseFile, unmountWait) {
+			return fmt.Errorf("fusefile: %s is still open by another process: %w", m.loopPath, errdefs.ErrFailedPrecondition)
+		}
+		m.loopAttached = false
+	}
+	if m.fuse != nil {
+		if err := m.fuse.stop(unmountWait); err != nil {
+			return fmt.Errorf("fusefile: %w", err)
+		}
+		m.fuse = nil
+	}
+	if err := m.dev.Flush(); err != nil {
+		return fmt.Errorf("fusefile: flush %s: %w", m.name, err)
+	}
+	os.Remove(filepath.Join(m.stateDir, "fuse"))
+	os.Remove(m.stateDir)
+	release(m.claimed...)
+	m.done = true
+	return nil
+}
+
+// Target returns the directory the filesystem is mounted at.
+func (m *Mounted) Target() string { return m.target }
+
+// LoopDevice returns the path of the loop device, /dev/loopN.
+func (m *Mounted) LoopDevice() string { return m.loopPath }
+
+// Device returns the path of the FUSE file the loop device is attached to.
+func (m *Mounted) Device() string { return m.fuseFile }
+
+// FSType returns the type of the mounted filesystem as blkid names it
+// ("ext4", "xfs", or "ext2"/"ext3" mounted by the ext4 driver).
+func (m *Mounted) FSType() string { return m.fsType }
+
+// Formatted reports whether Mount made the filesystem (the device had none).
+func (m *Mounted) Formatted() bool { return m.formatted }
+
+// DirectIO reports whether the loop device does direct I/O on the FUSE file.
+func (m *Mounted) DirectIO() bool { return m.directIO }
+
+// waitLoopDetached waits until loop device n no longer has backing as its
+// backing file, and reports whether it happened within wait.
+func waitLoopDetached(n int, backing string, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for loopBackingFile(n) == backing {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// mkdirAll is os.MkdirAll that returns the directories it created, deepest
+// last, so that a failed Mount can remove exactly those.
+func mkdirAll(path string, perm os.FileMode) ([]string, error) {
+	var missing []string
+	for p := path; ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := os.MkdirAll(path, perm); err != nil {
+		return nil, err
+	}
+	created := make([]string, 0, len(missing))
+	for i := len(missing) - 1; i >= 0; i-- {
+		created = append(created, missing[i])
+	}
+	return created, nil
+}
+
+// removeCreated removes directories made by mkdirAll, deepest first; a
+// directory that is not empty stays.
+func removeCreated(dirs []string) {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		os.Remove(dirs[i])
+	}
+}

@@ -35,6 +35,12 @@ import (
 // lost; what was flushed is there for the next Mount.
 func Cleanup(stateDir string) error {
 	root, err := filepath.Abs(stateDir)
+	if err == nil {
+		root, err = filepath.EvalSymlinks(root)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("fusefile: cleanup %s: %w", stateDir, err)
 	}

@@ -51,8 +51,14 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 // firstLines returns the first n lines of a program's output: the message,
 // without the usage text some tools print after it.
 func firstLines(out []byte, n int) string {
-	lines := strings.SplitN(strings.TrimSpace(string(out)), "\n", n+1)
-	return strings.Join(lines[:min(n, len(lines))], "; ")
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if len(keep) == n || strings.HasPrefix(l, "Usage:") {
+			break
+		}
+		keep = append(keep, strings.TrimSpace(l))
+	}
+	return strings.Join(keep, "; ")
 }
 
 // probe returns the filesystem type on the block device ("" when blkid finds

@@ -163,25 +163,22 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	if err != nil {
 		return nil, fmt.Errorf("fusefile: target %q: %w", opts.Target, errdefs.ErrInvalidArgument)
 	}
-	stateRoot, err := filepath.Abs(opts.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("fusefile: state dir %q: %w", opts.StateDir, errdefs.ErrInvalidArgument)
-	}
-	stateDir := filepath.Join(stateRoot, opts.Name)
-	mnt := filepath.Join(stateDir, "fuse")
 	defer func() {
 		if retErr != nil {
 			retErr = fmt.Errorf("fusefile: mount %s at %s: %w", opts.Name, target, retErr)
 		}
 	}()
-
-	claimedTarget := target
-	if err := claim(mnt, claimedTarget); err != nil {
-		return nil, err
-	}
 	rev := &reverter{}
 	defer rev.Fail()
-	rev.Add(func() { release(mnt, claimedTarget) })
+
+	// Paths are compared with /proc/self/mountinfo, which shows them with
+	// symbolic links resolved.
+	stateRoot, err := canonicalDir(opts.StateDir, 0o700)
+	if err != nil {
+		return nil, err
+	}
+	stateDir := filepath.Join(stateRoot, opts.Name)
+	mnt := filepath.Join(stateDir, "fuse")
 
 	// The target.
 	created, err := mkdirAll(target, 0o755)
@@ -189,14 +186,19 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		return nil, err
 	}
 	rev.Add(func() { removeCreated(created) })
-	if resolved, err := filepath.EvalSymlinks(target); err == nil {
-		target = resolved
+	if target, err = filepath.EvalSymlinks(target); err != nil {
+		return nil, err
 	}
 	if st, err := os.Stat(target); err != nil {
 		return nil, err
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("target is not a directory: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := claim(mnt, target); err != nil {
+		return nil, err
+	}
+	claimedTarget := target
+	rev.Add(func() { release(mnt, claimedTarget) })
 	if mp, err := isMountPoint(target); err != nil {
 		return nil, err
 	} else if mp {
@@ -220,6 +222,16 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	}
 	rev.Add(fsrv.abort)
 	fuseFile := filepath.Join(mnt, opts.Name)
+	// Put back the zeroes a failed mkfs may have overwritten, so that the
+	// next attempt does not take its leftovers for data. This runs once the
+	// loop device is gone: its last close writes back its page cache.
+	restoreHeader := false
+	rev.Add(func() {
+		if restoreHeader {
+			dev.WriteAt(make([]byte, min(dev.Size(), headerSize)), 0)
+			dev.Flush()
+		}
+	})
 
 	// The loop device.
 	loop, err := attachLoop(fuseFile, opts.ReadOnly)
@@ -251,10 +263,8 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		if opts.ReadOnly {
 			return nil, fmt.Errorf("device has no filesystem and the mount is read-only: %w", errdefs.ErrFailedPrecondition)
 		}
+		restoreHeader = true
 		if err := mkfs(ctx, fsType, loop.path); err != nil {
-			// Put back the zeroes mkfs may have overwritten, so that the
-			// next attempt does not take its leftovers for data.
-			dev.WriteAt(make([]byte, min(dev.Size(), headerSize)), 0)
 			return nil, err
 		}
 		found, formatted = fsType, true
@@ -275,6 +285,7 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	if err := unix.Mount(loop.path, target, kernelType, flags, data); err != nil {
 		return nil, fmt.Errorf("mount %s (%s) at %s: %w", loop.path, kernelType, target, err)
 	}
+	restoreHeader = false
 
 	rev.Success()
 	return &Mounted{
@@ -329,7 +340,7 @@ func (m *Mounted) Unmount() error {
 	if m.loopAttached {
 		m.loop.detach()
 		if !waitLoopDetached(m.loop.number, m.fuseFile, unmountWait) {
-			return fmt.Errorf("fusefile: %s is still open by another process: %w", m.loopPath, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("fusefile: %s is still in use (a bind mount of %s elsewhere, or a process with the device open): %w", m.loopPath, m.target, errdefs.ErrFailedPrecondition)
 		}
 		m.loopAttached = false
 	}
@@ -379,6 +390,19 @@ func waitLoopDetached(n int, backing string, wait time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// canonicalDir makes dir if missing and returns its absolute path with
+// symbolic links resolved.
+func canonicalDir(dir string, perm os.FileMode) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(abs, perm); err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
 }
 
 // mkdirAll is os.MkdirAll that returns the directories it created, deepest

@@ -604,3 +604,159 @@ func crashChild() {
 	fmt.Println("MOUNTED")
 	os.Exit(0) // no Unmount: the crash
 }
+
+// TestFUSEFile checks the FUSE file alone: reads and writes reach the
+// device, punch-hole trims, zero-range zeroes, and the size is fixed.
+func TestFUSEFile(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	dev := newFileDevice(t, filepath.Join(e.dir, "vol.img"), 8*mib)
+	mnt := filepath.Join(e.dir, "fuse")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startFUSE(mnt, "vol", dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.abort()
+
+	f, err := os.OpenFile(filepath.Join(mnt, "vol"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != 8*mib {
+		t.Fatalf("stat: %v, %v; want size %d", st, err, 8*mib)
+	}
+	data := bytes.Repeat([]byte("strata!!"), 3*mib/8)
+	if _, err := f.WriteAt(data, mib); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := dev.ReadAt(got, mib); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("device does not hold what was written: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	fd := int(f.Fd())
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, mib, mib); err != nil {
+		t.Fatalf("punch hole: %v", err)
+	}
+	if dev.trims.Load() != 1 {
+		t.Fatalf("%d trims, want 1", dev.trims.Load())
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 2*mib, mib); err != nil {
+		t.Fatalf("zero range: %v", err)
+	}
+	if _, err := f.ReadAt(got, mib); err != nil {
+		t.Fatal(err)
+	}
+	want := append(make([]byte, 2*mib), data[2*mib:]...)
+	if !bytes.Equal(got, want) {
+		t.Fatal("trimmed and zeroed ranges do not read as zeroes")
+	}
+	// Punch hole still works after zero range (the kernel stops sending
+	// fallocate for good after one ENOSYS).
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
+		t.Fatalf("punch hole: %v", err)
+	}
+
+	if err := f.Truncate(mib); err == nil {
+		t.Fatal("truncate succeeded")
+	}
+	if _, err := f.WriteAt([]byte("x"), 8*mib); err == nil {
+		t.Fatal("write past the end succeeded")
+	}
+	if n, err := f.ReadAt(got[:100], 8*mib-50); n != 50 || err != io.EOF {
+		t.Fatalf("read across the end: %d, %v; want 50, EOF", n, err)
+	}
+	f.Close()
+	if err := srv.stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	dev := newFileDevice(t, filepath.Join(e.dir, "vol.img"), 64*mib)
+	target := filepath.Join(e.dir, "mnt")
+	ro := Options{Name: "vol", StateDir: e.stateDir, Target: target, ReadOnly: true}
+
+	if _, err := Mount(context.Background(), dev, ro); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("read-only Mount of an empty device = %v, want ErrFailedPrecondition", err)
+	}
+	if z, _ := headerIsZero(dev); !z || dev.writes.Load() != 0 {
+		t.Fatal("read-only Mount wrote to the device")
+	}
+
+	m := e.mount(t, dev, "vol", target, "")
+	files := writeFiles(t, target, 100000)
+	unmount(t, m)
+
+	writes := dev.writes.Load()
+	m, err := Mount(context.Background(), dev, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	checkFiles(t, target, files)
+	if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write on a read-only mount = %v, want EROFS", err)
+	}
+	unmount(t, m)
+	if dev.writes.Load() != writes {
+		t.Fatalf("read-only mount wrote %d times to the device", dev.writes.Load()-writes)
+	}
+}
+
+func TestStateDirThroughSymlink(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	real := filepath.Join(e.dir, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(e.dir, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	dev := newFileDevice(t, filepath.Join(e.dir, "vol.img"), 64*mib)
+	target := filepath.Join(link, "target") // through the link too
+	m, err := Mount(context.Background(), dev, Options{Name: "vol", StateDir: link, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	if m.Target() != filepath.Join(real, "target") {
+		t.Fatalf("Target() = %q", m.Target())
+	}
+	// A live mount of this process is not stale.
+	if err := Cleanup(link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.Device()); err != nil {
+		t.Fatalf("Cleanup touched a live mount: %v", err)
+	}
+	_, err = Mount(context.Background(), dev, Options{Name: "vol", StateDir: real, Target: filepath.Join(e.dir, "other")})
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("second Mount of one name through another path = %v, want ErrFailedPrecondition", err)
+	}
+	unmount(t, m)
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/a/b`:           "/a/b",
+		`/a\040b`:        "/a b",
+		`/a\011\012\134`: "/a\t\n\\",
+		`/a\04`:          `/a\04`,
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -69,7 +69,7 @@ func translate(err error, addr string, connDown bool) error {
 	}
 	switch code {
 	case codes.Unauthenticated:
-		if !strings.Contains(msg, "--token") {
+		if !strings.Contains(msg, "--token") && !strings.Contains(msg, "client config") {
 			msg += fmt.Sprintf(" (check --token, %s or the client config written by `strata up`)", EnvToken)
 		}
 	case codes.Unimplemented:
@@ -117,3 +117,16 @@ func splitCamel(s string) string {
 	}
 	return b.String()
 }
+
+// The errors that errors from the API match with errors.Is, by gRPC code:
+// Strata's errdefs vocabulary, re-exported for programs outside this module.
+var (
+	ErrInvalidArgument    = errdefs.ErrInvalidArgument    // InvalidArgument, OutOfRange
+	ErrNotFound           = errdefs.ErrNotFound           // NotFound
+	ErrAlreadyExists      = errdefs.ErrAlreadyExists      // AlreadyExists
+	ErrFailedPrecondition = errdefs.ErrFailedPrecondition // FailedPrecondition: busy, shrink
+	ErrNoSpace            = errdefs.ErrNoSpace            // ResourceExhausted: the pool is full
+	ErrUnauthenticated    = errdefs.ErrUnauthenticated    // Unauthenticated: no valid token
+	ErrPermissionDenied   = errdefs.ErrPermissionDenied   // PermissionDenied
+	ErrUnavailable        = errdefs.ErrUnavailable        // Unavailable, or the API cannot be reached
+)

@@ -125,21 +125,6 @@ func argsError(cmd *cobra.Command, want string, got int) error {
 		cmd.CommandPath(), want, got, plural, cmd.UseLine())
 }
 
-// parseSnapshotRef splits "VOL@SNAP" and validates both names.
-func parseSnapshotRef(ref string) (vol, snap string, err error) {
-	vol, snap, ok := strings.Cut(ref, "@")
-	if !ok || strings.Contains(snap, "@") {
-		return "", "", fmt.Errorf("snapshot %q must be written VOL@SNAP (e.g. demo@before): %w", ref, errdefs.ErrInvalidArgument)
-	}
-	if err := errdefs.ValidateName("volume", vol); err != nil {
-		return "", "", err
-	}
-	if err := errdefs.ValidateName("snapshot", snap); err != nil {
-		return "", "", err
-	}
-	return vol, snap, nil
-}
-
 // Output formats of list and inspect.
 const (
 	formatTable = "table"

@@ -112,7 +112,7 @@ the command says so.`,
 		Example: `  strata snapshot delete demo@before`,
 		Args:    exactArgs("VOL@NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vol, name, err := parseSnapshotRef(args[0])
+			vol, name, err := client.ParseSnapshotRef(args[0])
 			if err != nil {
 				return err
 			}

@@ -50,7 +50,7 @@ Creating a volume that exists with the same spec succeeds. Prints the name.`,
 				return err
 			}
 			if from != "" {
-				if _, _, err := parseSnapshotRef(from); err != nil {
+				if _, _, err := client.ParseSnapshotRef(from); err != nil {
 					return err
 				}
 			}
@@ -236,7 +236,7 @@ shares the snapshot's data until either side writes. Prints the new name.`,
   strata volume clone demo@before demo-test`,
 		Args: exactArgs("VOL@SNAP", "NEWNAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := parseSnapshotRef(args[0]); err != nil {
+			if _, _, err := client.ParseSnapshotRef(args[0]); err != nil {
 				return err
 			}
 			if err := errdefs.ValidateName("volume", args[1]); err != nil {
@@ -274,7 +274,7 @@ The snapshot stays. Refused while the volume is exported or mounted.`,
 			snap := to
 			// Accept --to NAME@SNAP as well, for copy and paste from snapshot list.
 			if strings.Contains(to, "@") {
-				vol, s, err := parseSnapshotRef(to)
+				vol, s, err := client.ParseSnapshotRef(to)
 				if err != nil {
 					return err
 				}

@@ -33,8 +33,8 @@ type SnapshotInfo struct {
 type Info struct {
 	Name      string
 	Size      int64
-	Allocated int64 // bytes this chain's own (unshared) layers occupy on disk
-	Layers    int   // depth of the chain, head included
+	Allocated int64  // bytes this chain's own (unshared) layers occupy on disk
+	Layers    int    // depth of the chain, head included
 	Parent    string // "VOL@SNAP" this chain was cloned from, or ""
 	Snapshots []SnapshotInfo
 }

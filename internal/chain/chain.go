@@ -676,5 +676,3 @@ func (c *Chain) Info() Info {
 	}
 	return inf
 }
-
-

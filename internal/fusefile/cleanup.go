@@ -30,7 +30,8 @@ import (
 //     stateDir/<name>/fuse and stateDir/<name> directories.
 //
 // Mounts of this process and FUSE mounts whose server still answers are left
-// alone. Cleanup also removes empty state directories left by a Mount that
+// alone. Telling the two apart means a stat of the FUSE mount point: one
+// whose server is alive but hung (a stopped process) makes Cleanup wait. Cleanup also removes empty state directories left by a Mount that
 // was interrupted. Data that had not reached the device before the crash is
 // lost; what was flushed is there for the next Mount.
 func Cleanup(stateDir string) error {

@@ -294,11 +294,13 @@ func (s *fuseServer) stop(wait time.Duration) error {
 	return nil
 }
 
-// abort tears the FUSE mount down even while in use (on a failed Mount,
-// after everything above it was undone).
+// abort tears the FUSE mount down on a failed Mount, after everything
+// above it was undone. Should the file still be held (a process outside our
+// control keeps the loop device open), the mount is detached lazily and the
+// server keeps serving until the kernel lets go of the file, then exits:
+// waiting for that could block Mount forever.
 func (s *fuseServer) abort() {
 	if err := s.stop(5 * time.Second); err != nil {
 		unix.Unmount(s.mnt, unix.MNT_DETACH)
-		<-s.done
 	}
 }

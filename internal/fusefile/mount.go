@@ -11,6 +11,18 @@
 //
 // Layout: opts.StateDir/<name>/fuse is the FUSE mount point, and
 // opts.StateDir/<name>/fuse/<name> the file the loop device is attached to.
+// The FUSE file is opened with FOPEN_DIRECT_IO, so the kernel caches none of
+// the device's data outside the mounted filesystem itself; requests are up to
+// 1 MiB. The loop device does direct I/O on it when the kernel allows, and
+// turns discards into fallocate(PUNCH_HOLE), which reaches Device.Trim.
+//
+// Mounts live in the caller's mount namespace: a daemon in a container needs
+// the target's parent mounted with shared propagation for the host and other
+// containers to see them.
+//
+// The process serves the I/O of a filesystem it may itself be writing back
+// under memory pressure; as with every user-space block device, give the
+// daemon enough memory headroom (and, where possible, PR_SET_IO_FLUSHER).
 package fusefile
 
 import (

@@ -1,0 +1,29 @@
+package agent
+
+import (
+	"log/slog"
+
+	"github.com/strata-storage/strata/internal/fusefile"
+)
+
+// MountInfo describes one mount the agent made.
+type MountInfo struct {
+	Volume string
+	Target string
+	FSType string
+	// Device is the block device the filesystem is on (a loop device over
+	// the volume's FUSE file).
+	Device string
+}
+
+// mountInfo describes m.
+func mountInfo(name string, m *fusefile.Mounted) MountInfo {
+	return MountInfo{Volume: name, Target: m.Target(), FSType: m.FSType(), Device: m.LoopDevice()}
+}
+
+// cleanupFuse removes what the mounts of a process that died (kill -9, a
+// crash) left under dir: stale FUSE mounts, their loop devices, and the
+// dead filesystems above them.
+func cleanupFuse(dir string, log *slog.Logger) error {
+	return fusefile.Cleanup(dir)
+}

@@ -72,8 +72,9 @@ func Cleanup(stateDir string) error {
 		if mp, _ := isMountPoint(mnt); mp {
 			continue
 		}
-		os.Remove(mnt)
-		os.Remove(dir)
+		if os.Remove(mnt) == nil {
+			os.Remove(dir)
+		}
 	}
 	return errors.Join(errs...)
 }

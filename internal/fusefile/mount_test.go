@@ -602,7 +602,9 @@ func crashChild() {
 	fd, _ := unix.Open(target, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	unix.Syncfs(fd)
 	fmt.Println("MOUNTED")
-	os.Exit(0) // no Unmount: the crash
+	os.Stdout.Sync()
+	unix.Kill(os.Getpid(), unix.SIGKILL) // the crash: no Unmount, no cleanup
+	select {}
 }
 
 // TestFUSEFile checks the FUSE file alone: reads and writes reach the

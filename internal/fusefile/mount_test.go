@@ -762,3 +762,98 @@ func TestUnescapeMountinfo(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopDiscardAndZeroes checks the loop device's two ways of zeroing:
+// discard arrives as punch-hole (Trim), write-zeroes as zero-range.
+func TestLoopDiscardAndZeroes(t *testing.T) {
+	requireRoot(t, "blkdiscard")
+	e := newEnv(t)
+	dev := newFileDevice(t, filepath.Join(e.dir, "vol.img"), 8*mib)
+	if _, err := dev.WriteAt(bytes.Repeat([]byte{1}, 8*mib), 0); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(e.dir, "fuse")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startFUSE(mnt, "vol", dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.abort()
+	backing := filepath.Join(mnt, "vol")
+	l, err := attachLoop(backing, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.detach()
+
+	if out, err := exec.Command("blkdiscard", "-z", "-o", fmt.Sprint(1*mib), "-l", fmt.Sprint(mib), l.path).CombinedOutput(); err != nil {
+		t.Fatalf("blkdiscard -z: %v: %s", err, out)
+	}
+	if out, err := exec.Command("blkdiscard", "-o", fmt.Sprint(3*mib), "-l", fmt.Sprint(mib), l.path).CombinedOutput(); err != nil {
+		t.Fatalf("blkdiscard: %v: %s", err, out)
+	}
+	if dev.trims.Load() == 0 {
+		t.Fatal("discard did not reach Trim")
+	}
+	b := make([]byte, 8*mib)
+	if _, err := dev.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		wantZero := i == 1 || i == 3
+		if isZero := bytes.Equal(b[i*mib:(i+1)*mib], make([]byte, mib)); isZero != wantZero {
+			t.Errorf("MiB %d: zero %v, want %v", i, isZero, wantZero)
+		}
+	}
+	l.detach()
+	if !waitLoopDetached(l.number, backing, 5*time.Second) {
+		t.Fatal("loop device still attached after detach")
+	}
+	if err := srv.stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failingDevice fails every read and write.
+type failingDevice struct{ *fileDevice }
+
+func (failingDevice) ReadAt(p []byte, off int64) (int, error)  { return 0, unix.EIO }
+func (failingDevice) WriteAt(p []byte, off int64) (int, error) { return 0, unix.EIO }
+
+func TestFailedMountLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		dev  func() Device
+	}{
+		{"device fails", context.Background(), func() Device {
+			return failingDevice{newFileDevice(t, filepath.Join(e.dir, "bad.img"), 64*mib)}
+		}},
+		{"context canceled", canceled, func() Device {
+			return newFileDevice(t, filepath.Join(e.dir, "ok.img"), 64*mib)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := filepath.Join(e.dir, "target")
+			_, err := Mount(tc.ctx, tc.dev(), Options{Name: "vol", StateDir: e.stateDir, Target: target})
+			if err == nil {
+				t.Fatal("Mount succeeded")
+			}
+			t.Logf("Mount: %v", err)
+			if loops := e.loops(); len(loops) > 0 {
+				t.Fatalf("loop devices left behind: %v", loops)
+			}
+			for _, p := range []string{target, filepath.Join(e.stateDir, "vol")} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s left behind: %v", p, err)
+				}
+			}
+		})
+	}
+}

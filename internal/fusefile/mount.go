@@ -326,7 +326,8 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 // directory in it) it returns an error wrapping errdefs.ErrFailedPrecondition
 // and leaves the mount working. A later call picks up where an earlier one
 // stopped; once it has succeeded, calling it again returns nil. The target
-// directory is left in place.
+// directory is left in place. Once Unmount has returned nil, dev is not
+// called any more.
 func (m *Mounted) Unmount() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

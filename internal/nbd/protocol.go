@@ -47,8 +47,9 @@ const (
 	optInfo            = 6
 	optGo              = 7
 	optStructuredReply = 8
-	optListMetaContext = 10
-	optSetMetaContext  = 11
+	optListMetaContext = 9
+	optSetMetaContext  = 10
+	optExtendedHeaders = 11
 )
 
 // Option reply types.

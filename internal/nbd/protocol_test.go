@@ -183,7 +183,7 @@ func TestUnknownOptions(t *testing.T) {
 	_, _, addr := serveOne(t)
 	c := dialRaw(t, addr)
 	c.hello(clientFlagFixedNewstyle | clientFlagNoZeroes)
-	for _, opt := range []uint32{optStructuredReply, optStartTLS, optListMetaContext, optSetMetaContext, optPeekExport, 99, 1 << 31} {
+	for _, opt := range []uint32{optStructuredReply, optStartTLS, optListMetaContext, optSetMetaContext, optExtendedHeaders, optPeekExport, 99, 1 << 31} {
 		c.sendOpt(opt, []byte("some data"))
 		if o, typ, _ := c.optReply(); o != opt || typ != repErrUnsup {
 			t.Errorf("option %d: reply to %d %#x, want NBD_REP_ERR_UNSUP", opt, o, typ)
@@ -654,4 +654,17 @@ func TestServeListenerClosed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return")
 	}
+}
+
+func TestClientNotReadingReplies(t *testing.T) {
+	be := newFileBackend(t, 64<<20)
+	ex := newTestExports(map[string]Backend{"vol": be})
+	addr := startServer(t, ex, func(c *config) { c.payloadTimeout = 200 * time.Millisecond })
+	c := dialRaw(t, addr)
+	c.open("vol")
+	// 64 MiB of replies that nobody reads: more than the socket buffers.
+	for i := range 64 {
+		c.request(0, cmdRead, uint64(i), uint64(i)<<20, 1<<20, nil)
+	}
+	waitFor(t, "the server to drop the client", func() bool { return ex.releases.Load() == 1 })
 }

@@ -292,7 +292,8 @@ func (c *conn) do(be Backend, req *request) reply {
 func (c *conn) writeReplies(replies <-chan reply, bud *budget, done chan<- struct{}) {
 	defer close(done)
 	var hdr [replyBytes]byte
-	failed, pending := false, false
+	var deadlineSet time.Time
+	failed := false
 	fail := func(err error) {
 		failed = true
 		c.log.Debug("nbd: write reply", "err", err)
@@ -300,9 +301,12 @@ func (c *conn) writeReplies(replies <-chan reply, bud *budget, done chan<- struc
 	}
 	for r := range replies {
 		if !failed {
-			if !pending {
-				c.setWriteDeadline(time.Now().Add(c.cfg.payloadTimeout))
-				pending = true
+			// A client that stops reading replies is dropped after the I/O
+			// timeout. Moving the deadline costs a little, so it moves only
+			// when it has aged; it never comes closer than 7/8 of the timeout.
+			if now := time.Now(); now.Sub(deadlineSet) > c.cfg.payloadTimeout/8 {
+				c.setWriteDeadline(now.Add(c.cfg.payloadTimeout))
+				deadlineSet = now
 			}
 			put32(hdr[0:], simpleRepMagic)
 			put32(hdr[4:], r.errno)
@@ -321,7 +325,6 @@ func (c *conn) writeReplies(replies <-chan reply, bud *budget, done chan<- struc
 			if err := c.w.Flush(); err != nil {
 				fail(err)
 			}
-			pending = false
 		}
 	}
 	if !failed {

@@ -44,15 +44,21 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 
 	be, release, err := c.handshake(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("server shutting down: %w", err)
+		}
 		if !errors.Is(err, errAbort) {
-			c.log.Debug("nbd: handshake", "err", err)
+			c.log.Debug("nbd: handshake failed", "err", err)
 		}
 		return
 	}
 	defer release()
-	if err := c.transmit(be); err != nil {
-		c.log.Debug("nbd: connection ended", "err", err)
+	c.log.Debug("nbd: transmission started")
+	err = c.transmit(be)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("server shutting down: %w", err)
 	}
+	c.log.Debug("nbd: connection ended", "err", err)
 }
 
 // shutdown stops the reader at once and gives the writer a grace period to
@@ -143,6 +149,7 @@ func (c *conn) handshake(ctx context.Context) (Backend, func(), error) {
 				return nil, nil, err
 			}
 			c.setDeadlines(time.Time{})
+			c.log = c.log.With("export", string(data))
 			return be, release, nil
 		case optGo, optInfo:
 			be, release, err := c.info(ctx, opt, data)
@@ -151,6 +158,7 @@ func (c *conn) handshake(ctx context.Context) (Backend, func(), error) {
 			}
 			if be != nil {
 				c.setDeadlines(time.Time{})
+				c.log = c.log.With("export", string(data[4:4+be32(data)]))
 				return be, release, nil
 			}
 		case optList:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -19,7 +20,8 @@ func serveOne(t *testing.T, opts ...Option) (*fileBackend, *testExports, string)
 	t.Helper()
 	be := newFileBackend(t, testSize)
 	ex := newTestExports(map[string]Backend{"vol": be, "other": newFileBackend(t, 1<<20)})
-	return be, ex, startServer(t, ex, opts...)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return be, ex, startServer(t, ex, append([]Option{WithLogger(log)}, opts...)...)
 }
 
 func TestGoReportsExport(t *testing.T) {

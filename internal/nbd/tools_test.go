@@ -23,7 +23,8 @@ func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s is not installed (%v); install it to run this test", name, err)
+		pkg := map[string]string{"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "nbdinfo": "libnbd-bin", "nbdcopy": "libnbd-bin", "fio": "fio"}[name]
+		t.Skipf("%s is not installed (%v): install the Debian package %s (make test-deps) to run this test", name, err, pkg)
 	}
 	return p
 }

@@ -112,13 +112,13 @@ type dockerEnv struct {
 // startPlugin serves a plugin for api on /run/docker/plugins/DRIVER.sock
 // until the test ends, and cleans up the containers and volumes named with
 // the test's prefix.
-func startPlugin(t *testing.T, api Backend, mountRoot string, mountedAt func(string) bool) *dockerEnv {
+func startPlugin(t *testing.T, kind string, api Backend, mountRoot string, mountedAt func(string) bool) *dockerEnv {
 	t.Helper()
 	e := &dockerEnv{
 		t:      t,
-		driver: fmt.Sprintf("strata-test-%d", os.Getpid()),
+		driver: fmt.Sprintf("strata-test-%d-%s", os.Getpid(), kind),
 		image:  testImage(t),
-		prefix: fmt.Sprintf("st%d-", os.Getpid()),
+		prefix: fmt.Sprintf("st%d%s-", os.Getpid(), kind),
 		api:    api,
 		root:   mountRoot,
 	}
@@ -130,6 +130,7 @@ func startPlugin(t *testing.T, api Backend, mountRoot string, mountedAt func(str
 		p.mountedAt = mountedAt
 	}
 	e.plugin = p
+	e.root = p.opts.MountRoot
 	sock := filepath.Join(pluginDir, e.driver+".sock")
 	ln, err := Listen(sock)
 	if err != nil {
@@ -293,8 +294,9 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 	// Restart the node while long1 runs.
 	if restartNode != nil {
 		restartNode()
+		// Volumes survive (the plugin's client rides over the restart).
 		for _, v := range []string{"data", "clone", "snapclone"} {
-			if _, err := e.api.Volumes.GetVolume(ctx, &stratav1.GetVolumeRequest{Name: e.vol(v)}); err != nil {
+			if _, err := e.plugin.api.Volumes.GetVolume(ctx, &stratav1.GetVolumeRequest{Name: e.vol(v)}); err != nil {
 				t.Errorf("after the node restart: %v", err)
 			}
 		}
@@ -313,13 +315,15 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 		} else if got := strings.Join(strings.Fields(got), " "); got != "v3 shared" {
 			t.Errorf("new container after the node restart reads %q, want %q", got, "v3 shared")
 		}
-		// What the container that ran through the restart sees.
+		// What the container that ran through the restart sees (see
+		// docs/docker.md): with the FUSE frontend, I/O errors, because the
+		// FUSE server lived in the node process.
 		out, err := docker("exec", long1, "sh", "-c", "cat /data/file && echo after > /data/after && sync && cat /data/after")
 		t.Logf("container running through the node restart: %q, %v", out, err)
-		if err == nil {
-			if got := e.mustRun("data", "cat /data/after"); got != "after" {
-				t.Logf("its write after the restart is not visible to new containers (%q)", got)
-			}
+		// The documented way out: restart the container.
+		mustDocker(t, "restart", "-t", "1", long1)
+		if got := mustDocker(t, "exec", long1, "cat", "/data/file", "/data/shared"); strings.Join(strings.Fields(got), " ") != "v3 shared" {
+			t.Errorf("restarted container reads %q, want %q", got, "v3 shared")
 		}
 	}
 
@@ -349,7 +353,7 @@ func TestDockerEngineFakeAPI(t *testing.T) {
 	requireDocker(t)
 	api := newFakeAPI(t.TempDir())
 	root := t.TempDir()
-	e := startPlugin(t, api.backend(), root, nil)
+	e := startPlugin(t, "fake", api.backend(), root, nil)
 	runDockerSuite(t, e, api.restartNode)
 }
 

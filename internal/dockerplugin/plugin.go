@@ -53,10 +53,14 @@ type SnapshotAPI interface {
 }
 
 // Backend is the Strata API the plugin adapts. With a *client.Client c:
-// Backend{Volumes: c.Volumes, Snapshots: c.Snapshots}.
+// Backend{Volumes: c.Volumes, Snapshots: c.Snapshots, Conn: c.Conn()}.
 type Backend struct {
 	Volumes   VolumeAPI
 	Snapshots SnapshotAPI
+	// Conn, optional, is told to reconnect at once when the API cannot be
+	// reached, so that the plugin finds a restarted node within a second
+	// rather than after gRPC's reconnect backoff (which grows to minutes).
+	Conn Reconnecter
 }
 
 // Defaults of Options.
@@ -133,12 +137,19 @@ func New(api Backend, opts Options) (*Plugin, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("dockerplugin: %w", err)
 	}
+	// The node reports mount targets without symlinks; so must the plugin,
+	// to recognize its own mounts in Volume.Mounts.
+	if root, err = filepath.EvalSymlinks(root); err != nil {
+		return nil, fmt.Errorf("dockerplugin: mount root: %w", err)
+	}
+	opts.MountRoot = root
 	st, err := loadState(filepath.Join(root, stateFileName))
 	if err != nil {
 		return nil, fmt.Errorf("dockerplugin: %w", err)
 	}
+	r := &retrier{conn: api.Conn, budget: retryBudget}
 	return &Plugin{
-		api:       api,
+		api:       Backend{Volumes: retryVolumes{r, api.Volumes}, Snapshots: retrySnapshots{r, api.Snapshots}, Conn: api.Conn},
 		opts:      opts,
 		log:       opts.Logger.With("component", "dockerplugin"),
 		state:     st,

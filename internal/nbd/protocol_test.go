@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -669,4 +670,28 @@ func TestClientNotReadingReplies(t *testing.T) {
 		c.request(0, cmdRead, uint64(i), uint64(i)<<20, 1<<20, nil)
 	}
 	waitFor(t, "the server to drop the client", func() bool { return ex.releases.Load() == 1 })
+}
+
+func TestMaxConnections(t *testing.T) {
+	_, ex, addr := serveOne(t, WithMaxConnections(1))
+	first := dialRaw(t, addr)
+	first.open("vol")
+	over := dialRaw(t, addr)
+	over.expectClosed()
+	first.request(0, cmdDisc, 1, 0, 0, nil)
+	first.expectClosed()
+	waitFor(t, "the first connection to end", func() bool { return ex.releases.Load() == 1 })
+	// Serve counts the connection as gone just after its release; retry
+	// until the slot is free.
+	waitFor(t, "a free slot", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		var b [18]byte
+		_, err = io.ReadFull(c, b[:])
+		return err == nil
+	})
 }

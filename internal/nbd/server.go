@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -62,6 +63,7 @@ type config struct {
 	workers          int
 	maxInFlight      int
 	maxInFlightBytes int64
+	maxConns         int
 }
 
 // Option configures a Server.
@@ -106,6 +108,17 @@ func WithMaxInFlight(n int) Option {
 	}
 }
 
+// WithMaxConnections caps the connections served at once; a client over the
+// cap is hung up on at once. Each connection may hold up to 64 MiB of
+// payload in flight, so the cap bounds the server's memory. Default: no cap.
+func WithMaxConnections(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxConns = n
+		}
+	}
+}
+
 // NewServer returns a server for exports.
 func NewServer(exports Exports, opts ...Option) *Server {
 	cfg := config{
@@ -136,6 +149,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 
 	var backoff time.Duration
+	var active atomic.Int64
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -156,9 +170,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if n := active.Add(1); s.cfg.maxConns > 0 && n > int64(s.cfg.maxConns) {
+			active.Add(-1)
+			s.cfg.log.Warn("nbd: too many connections, refusing one", "remote", conn.RemoteAddr().String(), "max", s.cfg.maxConns)
+			conn.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer active.Add(-1)
 			s.serveConn(ctx, conn)
 		}()
 	}

@@ -1,10 +1,22 @@
-// Package nbd serves block devices over the NBD protocol (fixed newstyle
-// handshake, structured replies not negotiated).
+// Package nbd serves block devices over the NBD protocol: the fixed newstyle
+// handshake (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST, NBD_OPT_ABORT and the
+// old NBD_OPT_EXPORT_NAME) and simple replies only (structured replies,
+// block status and TLS are refused with NBD_REP_ERR_UNSUP). The export name
+// is the volume name.
+//
+// Every export offers FLUSH, FUA, TRIM, WRITE_ZEROES (with NO_HOLE and
+// FAST_ZERO) and multi-conn; block sizes are minimum 1, preferred 4096,
+// maximum 32 MiB. QEMU (qemu-img, qemu-io), libnbd (nbdinfo, nbdcopy) and
+// fio's nbd engine are tested against it.
 //
 // One connection runs a reader (the connection's goroutine), a bounded pool
 // of workers that call the Backend, and one writer that serializes replies,
 // which may leave out of order. Memory per connection is bounded by the
-// number and total payload of requests in flight.
+// number (WithMaxInFlight) and total payload (64 MiB) of requests in flight;
+// WithMaxConnections bounds the number of connections. A client that breaks
+// the protocol gets an error reply or is hung up on; one that goes silent in
+// the handshake, mid-payload, or stops reading replies is dropped after a
+// timeout.
 package nbd
 
 import (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -376,6 +377,47 @@ func (c *Chain) appendZero(rs []run) error {
 		return err
 	}
 	c.zoff += int64(len(buf))
+	if c.zoff >= zeroCompactAt {
+		return c.compactZeroLog()
+	}
+	return nil
+}
+
+// zeroCompactAt is the zero log size (64 Ki records) beyond which appends
+// try to compact it: a head trimmed again and again over the same ranges
+// would otherwise grow its log without bound.
+var zeroCompactAt int64 = 1 << 20 // a variable for tests
+
+// compactZeroLog rewrites the head's zero log with its records merged,
+// crash-safely (temp file, fsync, rename, fsync directory).
+func (c *Chain) compactZeroLog() error {
+	rs, _, err := readZeroLog(c.zf)
+	if err != nil {
+		return err
+	}
+	rs = normalize(rs)
+	var buf []byte
+	for _, r := range rs {
+		for r.n > 0 {
+			k := min(r.n, 1<<31)
+			buf = append(buf, encodeZeroRec(run{r.start, k})...)
+			r.start += k
+			r.n -= k
+		}
+	}
+	if int64(len(buf)) > c.zoff/2 {
+		return nil // mostly distinct ranges: not worth it
+	}
+	id := c.meta.head()
+	if err := writeFileAtomic(filepath.Join(c.p.dir, "layers"), id+".zero", buf); err != nil {
+		return err
+	}
+	zf, err := os.OpenFile(c.p.layerPath(id, ".zero"), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("chain: zero log: %w", err)
+	}
+	c.zf.Close()
+	c.zf, c.zoff = zf, int64(len(buf))
 	return nil
 }
 
@@ -450,10 +492,8 @@ func (c *Chain) Snapshot(name string) (SnapshotInfo, error) {
 	if err := fdatasync(c.headF); err != nil {
 		return SnapshotInfo{}, err
 	}
-	alloc, err := scanData(c.headF)
-	if err != nil {
-		return SnapshotInfo{}, err
-	}
+	// The index holds exactly the head's blocks: no SEEK_DATA scan needed.
+	alloc := c.idx.runsOf(c.headSlot)
 	zero, _, err := readZeroLog(c.zf)
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -630,10 +670,7 @@ func (c *Chain) ChangedExtents(from, to string) ([]Extent, error) {
 	var all []run
 	for i := lo; i <= hi; i++ {
 		if i == len(m.Layers)-1 {
-			alloc, err := scanData(c.headF)
-			if err != nil {
-				return nil, err
-			}
+			alloc := c.idx.runsOf(c.headSlot)
 			zero, _, err := readZeroLog(c.zf)
 			if err != nil {
 				return nil, err

@@ -516,3 +516,39 @@ func TestVolumeDeleteFreesSharedLayers(t *testing.T) {
 		t.Fatalf("allocated %d", dataBytes(p))
 	}
 }
+
+// TestZeroLogCompaction: trimming the same range again and again keeps the
+// head's zero log small, and the trims still hide the lower layer.
+func TestZeroLogCompaction(t *testing.T) {
+	p, dir := openPool(t)
+	c := mustCreate(t, p, "v", 64*BlockSize)
+	mustWrite(t, c, pattern(64*BlockSize, 1), 0)
+	c.Snapshot("s")
+	defer func(old int64) { zeroCompactAt = old }(zeroCompactAt)
+	zeroCompactAt = 4096
+	for i := 0; i < 1000; i++ {
+		mustWrite(t, c, pattern(BlockSize, 2), 0)
+		if err := c.Trim(0, 2*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := os.Stat(filepath.Join(dir, "layers", c.meta.head()+".zero"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > zeroCompactAt {
+		t.Fatalf("zero log is %d bytes", st.Size())
+	}
+	want := pattern(64*BlockSize, 1)
+	clear(want[:2*BlockSize])
+	if !bytes.Equal(readAll(t, c, 0, 64*BlockSize), want) {
+		t.Fatal("mismatch")
+	}
+	p.Close()
+	p, _ = OpenPool(dir)
+	defer p.Close()
+	c, _ = p.Open("v")
+	if !bytes.Equal(readAll(t, c, 0, 64*BlockSize), want) {
+		t.Fatal("mismatch after reopen")
+	}
+}

@@ -235,3 +235,42 @@ func (x *index) bytes() int64 {
 	}
 	return n
 }
+
+// runsOf lists the blocks whose value is v, in order.
+func (x *index) runsOf(v uint32) []run {
+	var rs []run
+	add := func(s, n int64) {
+		if k := len(rs) - 1; k >= 0 && rs[k].end() == s {
+			rs[k].n += n
+		} else {
+			rs = append(rs, run{s, n})
+		}
+	}
+	for ci, c := range x.chunks {
+		if c == nil {
+			continue
+		}
+		base := int64(ci) << chunkShift
+		if c.bits == 0 {
+			if c.pal[0].v == v {
+				add(base, chunkBlocks)
+			}
+			continue
+		}
+		p := -1
+		for i, e := range c.pal {
+			if e.v == v && e.n > 0 {
+				p = i
+			}
+		}
+		if p < 0 {
+			continue
+		}
+		for j := 0; j < chunkBlocks; j++ {
+			if c.pos(j) == p {
+				add(base+int64(j), 1)
+			}
+		}
+	}
+	return rs
+}

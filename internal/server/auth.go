@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
@@ -113,7 +115,11 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	resp, err := handler(ctx, req)
 	if err != nil {
 		st := toStatus(err)
-		s.log.Debug("call failed", "method", info.FullMethod, "err", err)
+		if c := status.Code(st); c == codes.Internal || c == codes.Unknown || c == codes.Unavailable {
+			s.log.Error("call failed", "method", info.FullMethod, "err", err)
+		} else {
+			s.log.Debug("call refused", "method", info.FullMethod, "err", err)
+		}
 		return nil, st
 	}
 	return resp, nil

@@ -47,6 +47,23 @@ type Agent struct {
 	vols   map[string]*volume
 	mounts map[string]string // mount target -> volume
 	closed bool
+	gate   func(ctx context.Context, name string) error
+}
+
+// SetExportGate installs the check NBD clients pass before they get a
+// volume: the API server refuses volumes its records do not list as ready
+// (being created or deleted, or chains no record lists). Without a gate
+// every chain of the pool is exported.
+func (a *Agent) SetExportGate(gate func(ctx context.Context, name string) error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gate = gate
+}
+
+func (a *Agent) exportGate() func(ctx context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gate
 }
 
 // volume is the running state of one volume on this node. Entries are made
@@ -497,6 +514,11 @@ func (e exports) Open(ctx context.Context, name string) (nbd.Backend, func(), er
 	if err := errdefs.ValidateName("volume", name); err != nil {
 		return nil, nil, err
 	}
+	if gate := a.exportGate(); gate != nil {
+		if err := gate(ctx, name); err != nil {
+			return nil, nil, err
+		}
+	}
 	if ok, err := a.Exists(name); err != nil {
 		return nil, nil, err
 	} else if !ok {
@@ -527,8 +549,24 @@ func (e exports) Open(ctx context.Context, name string) (nbd.Backend, func(), er
 	return eng, release, nil
 }
 
-// Names lists the volumes of the pool.
-func (e exports) Names(ctx context.Context) ([]string, error) { return e.a.pool.List() }
+// Names lists the volumes of the pool that pass the export gate.
+func (e exports) Names(ctx context.Context) ([]string, error) {
+	names, err := e.a.pool.List()
+	if err != nil {
+		return nil, err
+	}
+	gate := e.a.exportGate()
+	if gate == nil {
+		return names, nil
+	}
+	out := names[:0]
+	for _, n := range names {
+		if gate(ctx, n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
 
 // MountOptions says how to mount a volume.
 type MountOptions struct {

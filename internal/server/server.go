@@ -147,6 +147,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: gateway: %w", err)
 		}
 	}
+	cfg.Agent.SetExportGate(s.exportable)
 	if err := s.beat(ctx); err != nil {
 		s.gwConn.Close()
 		s.grpc.Stop()
@@ -154,6 +155,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	go s.heartbeatLoop()
 	return s, nil
+}
+
+// exportable is the agent's NBD export gate: only volumes recorded as
+// ready on this node are served.
+func (s *Server) exportable(ctx context.Context, name string) error {
+	rec, err := s.readyVolume(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.Node != s.node {
+		return fmt.Errorf("volume %q lives on node %s: %w", name, rec.Node, errdefs.ErrNotFound)
+	}
+	return nil
 }
 
 // Handler routes gRPC requests (HTTP/2, content-type application/grpc) to

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -605,6 +606,9 @@ func TestReconcile(t *testing.T) {
 	}
 	_, err = n.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "orphan", SizeBytes: mib})
 	wantCode(t, "create over an unrecorded chain", err, codes.FailedPrecondition)
+	if _, err := dialNBD(n.nbdAddr, "orphan"); err == nil {
+		t.Fatal("an unrecorded chain is exported over nbd")
+	}
 	vl := must[*pb.ListVolumesResponse](t, "list")(n.vols().ListVolumes(ctx, &pb.ListVolumesRequest{}))
 	for _, v := range vl.Volumes {
 		if v.State != "ready" {
@@ -680,4 +684,49 @@ func TestMount(t *testing.T) {
 	}
 	n.start()
 	must[*pb.DeleteVolumeResponse](t, "delete after unmount")(n.vols().DeleteVolume(ctx, &pb.DeleteVolumeRequest{Name: "m"}))
+}
+
+// TestConcurrentCalls: identical creates all return the one volume, and
+// snapshots with generated names taken at once all get distinct names.
+func TestConcurrentCalls(t *testing.T) {
+	n := newNode(t)
+	ctx := authed(context.Background())
+	const k = 8
+	var wg sync.WaitGroup
+	created := make([]*pb.Volume, k)
+	errs := make([]error, k)
+	for i := range k {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			created[i], errs[i] = n.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "same", SizeBytes: mib})
+		}()
+	}
+	wg.Wait()
+	for i := range k {
+		if errs[i] != nil || !created[i].CreatedAt.AsTime().Equal(created[0].CreatedAt.AsTime()) {
+			t.Fatalf("create %d: %v %v", i, created[i], errs[i])
+		}
+	}
+	names := make([]string, k)
+	for i := range k {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sn, err := n.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "same"})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			names[i] = sn.Name
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := range k {
+		if errs[i] != nil || seen[names[i]] {
+			t.Fatalf("snapshot %d: %q %v (names %v)", i, names[i], errs[i], names)
+		}
+		seen[names[i]] = true
+	}
 }

@@ -22,7 +22,7 @@ start_node() {
 	mkdir -p "$dir"
 	XDG_CONFIG_HOME=$dir/config "$STRATA" up --data-dir "$dir/data" \
 		--api-addr "$BENCH_API" --nbd-addr "$BENCH_NBD" \
-		--etcd-client-addr "$BENCH_ETCD_CLIENT" --etcd-peer-addr "$BENCH_ETCD_PEER" \
+		--etcd-client-url "http://$BENCH_ETCD_CLIENT" --etcd-peer-url "http://$BENCH_ETCD_PEER" \
 		>"$dir/node.log" 2>&1 &
 	NODE_PID=$!
 	trap stop_node EXIT

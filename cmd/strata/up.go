@@ -37,6 +37,7 @@ type upOptions struct {
 	nodeName      string
 	configPath    string
 	logLevel      string
+	labels        map[string]string
 }
 
 func defaultDataDir() string {
@@ -90,6 +91,7 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.nodeName, "node-name", host, "this node's name in the cluster")
 	f.StringVar(&o.configPath, "config", client.DefaultConfigPath(), "client config file to write (API address and admin token)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
 }
 
@@ -170,6 +172,9 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 		PeerURL:   o.etcdPeerURL,
 	})
 	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			err = fmt.Errorf("%w (is another strata up running? choose other ports with --etcd-client-url and --etcd-peer-url)", err)
+		}
 		return nil, err
 	}
 	if n.token, err = adminToken(ctx, o.dataDir, n.meta); err != nil {
@@ -189,6 +194,7 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 		Node:    o.nodeName,
 		APIAddr: n.apiAddr,
 		NBDAddr: n.nbdAddr,
+		Labels:  o.labels,
 		Version: version,
 		Logger:  log,
 	})

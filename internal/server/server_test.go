@@ -669,11 +669,24 @@ func TestMount(t *testing.T) {
 	_, err = vc.UnmountVolume(ctx, &pb.UnmountVolumeRequest{Target: target})
 	wantCode(t, "unmount again", err, codes.NotFound)
 
-	// Mounted again, the file is there; stopping the node unmounts it.
-	mr = must[*pb.MountVolumeResponse](t, "mount again")(vc.MountVolume(ctx, &pb.MountVolumeRequest{Name: "m", Target: target}))
+	// Mounted again (over REST this time), the file is there; stopping
+	// the node unmounts it.
+	var rm struct {
+		Target, FsType, Device string
+	}
+	if code := n.rest("POST", "/v1/volumes/m:mount", testToken, map[string]any{"target": target}, &rm); code != http.StatusOK || rm.FsType != "ext4" {
+		t.Fatalf("mount over rest: %d %+v", code, rm)
+	}
+	mr.Target = rm.Target
 	if b, err := os.ReadFile(filepath.Join(mr.Target, "hello")); err != nil || string(b) != "hi" {
 		t.Fatalf("file after remount: %q %v", b, err)
 	}
+	if code := n.rest("POST", "/v1/volumes/m:mount", testToken, map[string]any{"target": target}, &rm); code != http.StatusOK {
+		t.Fatalf("mount again at the same target: %d %+v", code, rm)
+	}
+	must[*pb.Volume](t, "create m2")(vc.CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "m2", SizeBytes: 64 * mib}))
+	_, err = vc.MountVolume(ctx, &pb.MountVolumeRequest{Name: "m2", Target: target})
+	wantCode(t, "mount of another volume at a busy target", err, codes.FailedPrecondition)
 	n.stop()
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

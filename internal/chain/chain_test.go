@@ -509,6 +509,7 @@ func TestVolumeDeleteFreesSharedLayers(t *testing.T) {
 		t.Fatalf("allocated %d with only e left", mid)
 	}
 	p.Delete("e")
+	waitMerges(t, p)
 	if got := layerFiles(t, dir); got != 0 {
 		t.Fatalf("%d layer files left", got)
 	}
@@ -550,5 +551,86 @@ func TestZeroLogCompaction(t *testing.T) {
 	c, _ = p.Open("v")
 	if !bytes.Equal(readAll(t, c, 0, 64*BlockSize), want) {
 		t.Fatal("mismatch after reopen")
+	}
+}
+
+// TestConcurrentMerge: a writer and readers keep going while snapshots are
+// taken and deleted (merges into the live head and into sealed layers run
+// underneath); the writer's own model must match at the end.
+func TestConcurrentMerge(t *testing.T) {
+	p, _ := openPool(t)
+	const blocks = 512
+	c := mustCreate(t, p, "v", blocks*BlockSize)
+	want := make([]byte, blocks*BlockSize)
+	stop := make(chan struct{})
+	done := make(chan error, 3)
+	go func() { // the only writer
+		r := uint32(1)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			r = r*1664525 + 1013904223
+			b := int64(r>>8) % blocks
+			if i%7 == 0 {
+				if err := c.Trim(b*BlockSize, BlockSize); err != nil {
+					done <- err
+					return
+				}
+				clear(want[b*BlockSize : (b+1)*BlockSize])
+				continue
+			}
+			blk := pattern(BlockSize, byte(i))
+			if _, err := c.WriteAt(blk, b*BlockSize); err != nil {
+				done <- err
+				return
+			}
+			copy(want[b*BlockSize:], blk)
+		}
+	}()
+	for k := 0; k < 2; k++ {
+		go func() { // readers
+			buf := make([]byte, 8*BlockSize)
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if _, err := c.ReadAt(buf, 0); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 40; i++ {
+		name := "s" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		if _, err := c.Snapshot(name); err != nil {
+			t.Fatal(err)
+		}
+		if s := c.Snapshots(); len(s) > 2 {
+			if _, err := c.DeleteSnapshot(s[len(s)-1-i%2].Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // let writes land between snapshots
+	}
+	close(stop)
+	for k := 0; k < 3; k++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMerges(t, p)
+	if !bytes.Equal(readAll(t, c, 0, blocks*BlockSize), want) {
+		t.Fatal("content differs from the writer's model")
+	}
+	if inf := c.Info(); inf.Layers != 3 {
+		t.Fatalf("%d layers after merges, want 3", inf.Layers)
 	}
 }

@@ -387,6 +387,7 @@ func runModel(t testing.TB, dir string, src source) *runner {
 			r.fatalf("delete: %v", err)
 		}
 	}
+	r.wait() // a merge in flight holds its layers until it stops
 	ents, _ := os.ReadDir(dir + "/layers")
 	if len(ents) != 0 {
 		var names []string

@@ -84,7 +84,7 @@ func TestVolumesOverGRPC(t *testing.T) {
 	wantCode(t, "bad snapshot name", err, codes.InvalidArgument)
 	_, err = sc.CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "nope"})
 	wantCode(t, "snapshot of missing volume", err, codes.NotFound)
-	v = must[*pb.Volume](t, "grow after snapshot")(vc.ResizeVolume(ctx, &pb.ResizeVolumeRequest{Name: "a", SizeBytes: 3 * mib}))
+	must[*pb.Volume](t, "grow after snapshot")(vc.ResizeVolume(ctx, &pb.ResizeVolumeRequest{Name: "a", SizeBytes: 3 * mib}))
 	gen := must[*pb.Snapshot](t, "generated snapshot")(sc.CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "a"}))
 	if !regexp.MustCompile(`^snap-\d{8}-\d{6}(-\d+)?$`).MatchString(gen.Name) || gen.SizeBytes != 3*mib {
 		t.Fatalf("generated snapshot: %v", gen)

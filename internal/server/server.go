@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -283,17 +284,9 @@ type keyedEntry struct {
 // lock takes the locks of names in sorted order (so that two callers never
 // deadlock) and returns the function that releases them.
 func (k *keyedMutex) lock(names ...string) func() {
-	sorted := append([]string(nil), names...)
-	for i := 1; i < len(sorted); i++ {
-		for j := i; j > 0 && sorted[j] < sorted[j-1]; j-- {
-			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
-		}
-	}
+	sorted := slices.Compact(slices.Sorted(slices.Values(names)))
 	var held []string
-	for i, n := range sorted {
-		if i > 0 && n == sorted[i-1] {
-			continue
-		}
+	for _, n := range sorted {
 		k.mu.Lock()
 		if k.m == nil {
 			k.m = map[string]*keyedEntry{}

@@ -572,6 +572,16 @@ func TestReconcile(t *testing.T) {
 	if _, err := n.meta.UpdateVolume(bg, gv); err != nil {
 		t.Fatal(err)
 	}
+	// A revert whose smaller size was recorded but which never happened.
+	must[*pb.Volume](t, "create")(n.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "rv", SizeBytes: 2 * mib}))
+	rv, err := n.meta.GetVolume(bg, "rv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv.Size = mib
+	if _, err := n.meta.UpdateVolume(bg, rv); err != nil {
+		t.Fatal(err)
+	}
 	// A chain no record lists.
 	if _, err := n.agent.Create("orphan", mib); err != nil {
 		t.Fatal(err)
@@ -600,6 +610,9 @@ func TestReconcile(t *testing.T) {
 	g := must[*pb.Volume](t, "interrupted resize")(n.vols().GetVolume(ctx, &pb.GetVolumeRequest{Name: "grow"}))
 	if g.SizeBytes != 2*mib {
 		t.Fatalf("interrupted resize: size %d, want %d", g.SizeBytes, 2*mib)
+	}
+	if rv, err := n.meta.GetVolume(bg, "rv"); err != nil || rv.Size != 2*mib {
+		t.Fatalf("interrupted revert: recorded size %d (%v), want the chain's %d", rv.Size, err, 2*mib)
 	}
 	if ok, _ := n.agent.Exists("orphan"); !ok {
 		t.Fatal("an unrecorded chain was removed")

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -135,21 +138,13 @@ func (s *Server) ListSnapshots(ctx context.Context, req *pb.ListSnapshotsRequest
 
 // sortSnapshots orders by volume, then creation time, then name.
 func sortSnapshots(ss []*pb.Snapshot) {
-	less := func(a, b *pb.Snapshot) bool {
-		if a.Volume != b.Volume {
-			return a.Volume < b.Volume
-		}
-		ta, tb := a.CreatedAt.AsTime(), b.CreatedAt.AsTime()
-		if !ta.Equal(tb) {
-			return ta.Before(tb)
-		}
-		return a.Name < b.Name
-	}
-	for i := 1; i < len(ss); i++ {
-		for j := i; j > 0 && less(ss[j], ss[j-1]); j-- {
-			ss[j], ss[j-1] = ss[j-1], ss[j]
-		}
-	}
+	slices.SortStableFunc(ss, func(a, b *pb.Snapshot) int {
+		return cmp.Or(
+			strings.Compare(a.Volume, b.Volume),
+			a.CreatedAt.AsTime().Compare(b.CreatedAt.AsTime()),
+			strings.Compare(a.Name, b.Name),
+		)
+	})
 }
 
 // DeleteSnapshot removes a snapshot. Its data stays on disk while clones

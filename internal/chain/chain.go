@@ -478,6 +478,11 @@ func (c *Chain) Snapshot(name string) (SnapshotInfo, error) {
 	if err := errdefs.ValidateName("snapshot", name); err != nil {
 		return SnapshotInfo{}, err
 	}
+	// Flush first without the pool's lock: the flush under it is then short
+	// and other chains are not held up by this one's dirty data.
+	if err := c.Flush(); err != nil {
+		return SnapshotInfo{}, err
+	}
 	p := c.p
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -100,6 +100,15 @@ func OpenPool(dir string) (*Pool, error) {
 			return nil, fmt.Errorf("chain: open pool: %w", err)
 		}
 	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil, fmt.Errorf("chain: open pool: statfs: %w", err)
+	}
+	if st.Bsize > BlockSize {
+		// SEEK_DATA would report whole filesystem blocks as data, hiding
+		// lower layers' blocks next to the ones written.
+		return nil, fmt.Errorf("chain: open pool: filesystem block size %d is larger than %d: %w", st.Bsize, BlockSize, errdefs.ErrFailedPrecondition)
+	}
 	p := &Pool{
 		dir:         dir,
 		metas:       map[string]*chainMeta{},

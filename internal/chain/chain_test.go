@@ -3,6 +3,7 @@ package chain
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -632,5 +633,63 @@ func TestConcurrentMerge(t *testing.T) {
 	}
 	if inf := c.Info(); inf.Layers != 3 {
 		t.Fatalf("%d layers after merges, want 3", inf.Layers)
+	}
+}
+
+// TestOpenPoolCleansUp: OpenPool removes what interrupted operations leave:
+// layers no chain lists, temp files, the map of a head whose snapshot never
+// committed, the zero log of a sealed layer; and resumes a merge whose
+// snapshot delete committed.
+func TestOpenPoolCleansUp(t *testing.T) {
+	p, dir := openPool(t)
+	c := mustCreate(t, p, "v", 16*BlockSize)
+	mustWrite(t, c, pattern(16*BlockSize, 1), 0)
+	c.Snapshot("s1")
+	mustWrite(t, c, pattern(4*BlockSize, 2), 0)
+	c.Snapshot("s2")
+	mustWrite(t, c, pattern(BlockSize, 3), 0)
+	want := readAll(t, c, 0, 16*BlockSize)
+	m := c.meta
+	p.Close()
+
+	layers := filepath.Join(dir, "layers")
+	orphan := newLayerID()
+	for _, f := range []string{orphan + ".data", orphan + ".map", ".x.map.tmp", m.Layers[0] + ".zero", m.head() + ".map"} {
+		os.WriteFile(filepath.Join(layers, f), []byte("junk"), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "chains", ".v.json.tmp"), []byte("{"), 0o644)
+	// A snapshot delete that committed just before a crash.
+	m2 := m.clone()
+	m2.Snapshots = m2.Snapshots[1:]
+	data, _ := json.Marshal(m2)
+	os.WriteFile(filepath.Join(dir, "chains", "v.json"), data, 0o644)
+
+	p, err := OpenPool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	waitMerges(t, p)
+	ents, _ := os.ReadDir(layers)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	// s1's layer merged away: s2's layer (data, map) and the head (data, zero).
+	if len(names) != 4 {
+		t.Fatalf("layer files after cleanup: %v", names)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "chains", ".v.json.tmp")); !os.IsNotExist(err) {
+		t.Fatal("temp metadata left")
+	}
+	c, err = p.Open("v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, c, 0, 16*BlockSize), want) {
+		t.Fatal("content changed")
+	}
+	if inf := c.Info(); inf.Layers != 2 || len(inf.Snapshots) != 1 {
+		t.Fatalf("info %+v", inf)
 	}
 }

@@ -83,7 +83,7 @@ func (c *Chain) buildIndex(fresh bool) error {
 			return err
 		}
 		var zero []run
-		zero, zoff, err = readZeroLog(zf)
+		zero, zoff, err = readZeroLog(zf, -1)
 		if err != nil {
 			zf.Close()
 			return err
@@ -391,7 +391,7 @@ var zeroCompactAt int64 = 1 << 20 // a variable for tests
 // compactZeroLog rewrites the head's zero log with its records merged,
 // crash-safely (temp file, fsync, rename, fsync directory).
 func (c *Chain) compactZeroLog() error {
-	rs, _, err := readZeroLog(c.zf)
+	rs, _, err := readZeroLog(c.zf, c.zoff)
 	if err != nil {
 		return err
 	}
@@ -499,7 +499,7 @@ func (c *Chain) Snapshot(name string) (SnapshotInfo, error) {
 	}
 	// The index holds exactly the head's blocks: no SEEK_DATA scan needed.
 	alloc := c.idx.runsOf(c.headSlot)
-	zero, _, err := readZeroLog(c.zf)
+	zero, _, err := readZeroLog(c.zf, c.zoff)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -676,7 +676,7 @@ func (c *Chain) ChangedExtents(from, to string) ([]Extent, error) {
 	for i := lo; i <= hi; i++ {
 		if i == len(m.Layers)-1 {
 			alloc := c.idx.runsOf(c.headSlot)
-			zero, _, err := readZeroLog(c.zf)
+			zero, _, err := readZeroLog(c.zf, c.zoff)
 			if err != nil {
 				return nil, err
 			}

@@ -239,10 +239,13 @@ func encodeZeroRec(r run) []byte {
 	return b
 }
 
-// readZeroLog returns the records of a zero log and the length of its valid
-// prefix.
-func readZeroLog(f *os.File) ([]run, int64, error) {
-	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
+// readZeroLog returns the records in the first limit bytes of a zero log
+// (-1: all of it) and the length of its valid prefix.
+func readZeroLog(f *os.File, limit int64) ([]run, int64, error) {
+	if limit < 0 {
+		limit = 1 << 62
+	}
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, limit))
 	if err != nil {
 		return nil, 0, fmt.Errorf("chain: zero log: %w", err)
 	}

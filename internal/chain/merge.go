@@ -304,7 +304,7 @@ func (p *Pool) mergeIntoHead(job *mergeJob, lf interface {
 		return errAborted
 	}
 	valid := func() bool { return !c.closed && c.headGen == gen && c.meta.head() == job.u }
-	var blk [BlockSize]byte
+	buf := make([]byte, mergeBatch*BlockSize)
 	for _, r := range lAlloc {
 		for s := r.start; s < r.end(); s += mergeBatch {
 			if p.stopping() {
@@ -317,18 +317,22 @@ func (p *Pool) mergeIntoHead(job *mergeJob, lf interface {
 				return errAborted
 			}
 			from := c.slotOf[job.l]
-			for b := s; b < e && b < c.meta.Size/BlockSize; b++ {
-				if c.idx.get(b) != from {
-					continue
+			e = min(e, c.meta.Size/BlockSize)
+			for b := s; b < e; {
+				v, n := c.idx.run(b, e-b)
+				if v == from {
+					chunk := buf[:n*BlockSize]
+					if _, err := lf.ReadAt(chunk, b*BlockSize); err != nil {
+						c.mu.Unlock()
+						return fmt.Errorf("chain: merge read: %w", err)
+					}
+					if _, err := c.headF.WriteAt(chunk, b*BlockSize); err != nil {
+						c.mu.Unlock()
+						return fmt.Errorf("chain: merge write: %w", err)
+					}
+					c.idx.set(b, n, c.headSlot)
 				}
-				if _, err := lf.ReadAt(blk[:], b*BlockSize); err != nil {
-					c.mu.Unlock()
-					return fmt.Errorf("chain: merge read: %w", err)
-				}
-				if err := c.writeBlock(b, blk[:]); err != nil {
-					c.mu.Unlock()
-					return err
-				}
+				b += n
 			}
 			c.mu.Unlock()
 		}

@@ -66,9 +66,14 @@ func appendRecord(f *os.File, kind byte, batch uint64, ops []crashOp) error {
 	return f.Sync()
 }
 
-// readCrashLog returns the committed operations in order and the operations
-// of the batch in flight (intent without commit).
-func readCrashLog(path string) (committed, pending []crashOp, err error) {
+type crashBatch struct {
+	k   uint64
+	ops []crashOp
+}
+
+// readCrashLog returns the committed batches in order and the operations of
+// the batch in flight (intent without commit).
+func readCrashLog(path string) (committed []crashBatch, pending []crashOp, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, nil, err
@@ -93,7 +98,7 @@ func readCrashLog(path string) (committed, pending []crashOp, err error) {
 			intents[batch] = ops
 			last = batch
 		case 'C':
-			committed = append(committed, intents[batch]...)
+			committed = append(committed, crashBatch{batch, intents[batch]})
 			delete(intents, batch)
 		}
 	}
@@ -197,6 +202,7 @@ func TestCrash(t *testing.T) {
 	}
 	dir := t.TempDir()
 	expected := make([]uint64, crashBlocks)
+	snapState := map[string][]uint64{}
 	base := uint64(time.Now().UnixNano()) & 0xffff
 	modes := []string{"write", "snapshot", "merge"}
 	for it := 0; it < iters; it++ {
@@ -232,9 +238,6 @@ func TestCrash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, op := range committed {
-			expected[op.block] = op.val
-		}
 		p, err := OpenPool(filepath.Join(dir, "pool"))
 		if err != nil {
 			t.Fatalf("iteration %d (%s, seed %d): open after kill: %v", it, mode, seed, err)
@@ -242,6 +245,22 @@ func TestCrash(t *testing.T) {
 		c, err := p.Open("v")
 		if err != nil {
 			t.Fatalf("iteration %d: open chain: %v", it, err)
+		}
+		// Replay the committed batches; a snapshot named after batch k was
+		// taken right after its commit, so it holds the state after k.
+		exists := map[string]bool{}
+		for _, s := range c.Snapshots() {
+			exists[s.Name] = true
+		}
+		nops := 0
+		for _, bt := range committed {
+			for _, op := range bt.ops {
+				expected[op.block] = op.val
+			}
+			nops += len(bt.ops)
+			if name := fmt.Sprintf("s%d-%d", seed, bt.k); exists[name] {
+				snapState[name] = append([]uint64(nil), expected...)
+			}
 		}
 		check := func(when string, allowPending bool) {
 			data := readAll(t, c, 0, crashBlocks*BlockSize)
@@ -269,7 +288,30 @@ func TestCrash(t *testing.T) {
 		check("after kill", true)
 		waitMerges(t, p)
 		check("after merges", false)
-		t.Logf("iteration %d (%s): %d flushed ops, %d in flight, %d layers", it, mode, len(committed), len(pending), c.Info().Layers)
+		// Every snapshot still holds what it held when taken, whatever
+		// merges the kills interrupted.
+		snaps := c.Snapshots()
+		rand.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
+		for _, s := range snaps[:min(len(snaps), 16)] {
+			want, ok := snapState[s.Name]
+			if !ok {
+				t.Fatalf("iteration %d: snapshot %s of no committed batch", it, s.Name)
+			}
+			d, err := p.Clone("v", s.Name, "verify", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := readAll(t, d, 0, crashBlocks*BlockSize)
+			for b := uint32(0); b < crashBlocks; b++ {
+				if !bytes.Equal(data[b*BlockSize:(b+1)*BlockSize], crashBlock(b, want[b])) {
+					t.Fatalf("iteration %d (%s, seed %d): snapshot %s block %d changed", it, mode, seed, s.Name, b)
+				}
+			}
+			if err := p.Delete("verify"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("iteration %d (%s): %d flushed ops, %d in flight, %d layers, %d snapshots", it, mode, nops, len(pending), c.Info().Layers, len(c.Snapshots()))
 		if err := p.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -19,10 +19,14 @@ func writeRandom4K(t testing.TB, c *Chain, n int) {
 	}
 }
 
-// TestIndexMemory checks the index targets scaled to 256 MiB: at most 32 KiB
+// TestIndexMemory checks the index targets scaled to 256 MiB (64 MiB in
+// -short): at most 32 KiB
 // per GiB written sequentially, 256 KiB per GiB of random 4 KiB writes.
 func TestIndexMemory(t *testing.T) {
-	const size = 256 * mib
+	size := int64(256 * mib)
+	if testing.Short() {
+		size = 64 * mib
+	}
 	p, _ := openPool(t)
 	seq := mustCreate(t, p, "seq", size)
 	buf := pattern(mib, 1)
@@ -36,7 +40,7 @@ func TestIndexMemory(t *testing.T) {
 		t.Logf("sequential: %d bytes of index per GiB", got)
 	}
 	rnd := mustCreate(t, p, "rnd", size)
-	writeRandom4K(t, rnd, size/BlockSize)
+	writeRandom4K(t, rnd, int(size/BlockSize))
 	if got := perGiB(rnd); got > 256<<10 {
 		t.Errorf("random 4 KiB: %d bytes of index per GiB", got)
 	} else {

@@ -524,9 +524,10 @@ func (c *Chain) Snapshot(name string) (SnapshotInfo, error) {
 	f, ferr := nl.file(p)
 	zf, zerr := os.OpenFile(p.layerPath(id, ".zero"), os.O_RDWR, 0)
 	if err := errors.Join(ferr, zerr); err != nil {
-		// The snapshot is committed; the chain cannot take writes until
-		// reopened.
+		// The snapshot is committed but this handle cannot go on: the
+		// next Open loads the chain afresh.
 		c.close()
+		delete(p.chains, c.name)
 		return SnapshotInfo{}, fmt.Errorf("chain: volume %q: new head: %w", c.name, err)
 	}
 	c.zf.Close()
@@ -587,16 +588,16 @@ func (c *Chain) Revert(name string) error {
 	m := c.meta.clone()
 	m.Layers = append(m.Layers[:pos+1], id)
 	m.Size = s.Size
-	old := c.meta
 	if err := p.commit(c, m); err != nil {
 		p.removeLayer(id)
 		return err
 	}
 	p.recount()
 	if err := c.buildIndex(true); err != nil {
-		// Committed, but this handle cannot serve: it reloads on reopen.
-		c.meta = old
+		// Committed, but this handle cannot go on: the next Open loads
+		// the chain afresh.
 		c.close()
+		delete(p.chains, c.name)
 		return err
 	}
 	p.kickMergesLocked()

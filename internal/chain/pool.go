@@ -255,9 +255,11 @@ func (p *Pool) Close() error {
 	defer p.mu.Unlock()
 	var first error
 	for _, c := range p.chains {
+		c.mu.Lock()
 		if err := c.close(); err != nil && first == nil {
 			first = err
 		}
+		c.mu.Unlock()
 	}
 	p.chains = map[string]*Chain{}
 	for _, l := range p.layers {

@@ -432,8 +432,8 @@ func FuzzChain(f *testing.F) {
 	f.Add([]byte{0})
 	f.Add([]byte("\x00\x00\x05\x00\x00\x10\x00\x00\x20\x00\x01\x00\x00\x00\x30\x00\x00\x55\x00\x00\x3a\x00\x00\x4a\x00\x00\x5b\x00\x00\x0c"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if len(data) > 4096 {
-			data = data[:4096]
+		if len(data) > 1024 {
+			data = data[:1024]
 		}
 		runModel(t, t.TempDir(), &byteSource{b: data})
 	})

@@ -146,9 +146,10 @@ func (x *index) setInChunk(ci int64, i, n int, v uint32) {
 // slotFor returns the palette position for v, adding it (reusing an unused
 // entry, or widening the array) if needed.
 func (c *chunk) slotFor(v uint32) int {
+	// At most one entry in use (n > 0) per value: remap relies on it.
 	free := -1
 	for p, e := range c.pal {
-		if e.v == v {
+		if e.n > 0 && e.v == v {
 			return p
 		}
 		if e.n == 0 && free < 0 {

@@ -14,13 +14,21 @@ import (
 
 // Chain is one volume's stack of layers. See the package comment.
 //
-// Reads take c.mu shared; writes, trims and every change of the layer stack
-// take it exclusively (stack changes also hold the pool's lock first).
+// Reads and writes take c.mu shared, so that they run in parallel; trims
+// and every change of the layer stack take it exclusively (stack changes
+// also hold the pool's lock first). Under the shared lock the index is
+// guarded by ix, held only for lookups and updates, never across I/O; a
+// write updates the index after its data is in the head file, so a
+// concurrent read sees either the old or the new block, never a hole.
+// Read-modify-write of a partial block holds the block's stripe of rmw, so
+// two sub-block writes into one block cannot lose each other.
 type Chain struct {
 	p    *Pool
 	name string
 
 	mu     sync.RWMutex
+	ix     sync.RWMutex
+	rmw    [64]sync.Mutex
 	closed bool
 	meta   *chainMeta // shared with p.metas; replaced, never modified in place
 	idx    *index
@@ -162,6 +170,8 @@ func (c *Chain) Size() int64 {
 func (c *Chain) IndexBytes() int64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	c.ix.RLock()
+	defer c.ix.RUnlock()
 	return c.idx.bytes()
 }
 
@@ -186,7 +196,9 @@ func (c *Chain) readLocked(p []byte, off int64) error {
 	end := off + int64(len(p))
 	for pos := off; pos < end; {
 		b := pos / BlockSize
+		c.ix.RLock()
 		v, n := c.idx.run(b, (end-1)/BlockSize-b+1)
+		c.ix.RUnlock()
 		e := (b + n) * BlockSize
 		if e > end {
 			e = end
@@ -216,8 +228,8 @@ func (c *Chain) readLocked(p []byte, off int64) error {
 // wrapping errdefs.ErrNoSpace (ENOSPC) and leaves the chain usable; the
 // range it failed on is then undefined. Writes are durable after Flush.
 func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if c.closed {
 		return 0, c.errClosed()
 	}
@@ -233,7 +245,9 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 			k := (end - pos) / BlockSize * BlockSize
 			w, err := c.headF.WriteAt(p[pos-off:pos-off+k], pos)
 			if full := int64(w) / BlockSize; full > 0 {
+				c.ix.Lock()
 				c.idx.set(b, full, c.headSlot)
+				c.ix.Unlock()
 			}
 			if err != nil {
 				return int(pos - off + int64(w)/BlockSize*BlockSize), fmt.Errorf("chain: volume %q: write: %w", c.name, err)
@@ -242,12 +256,7 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		e := min(end, bs+BlockSize)
-		var blk [BlockSize]byte
-		if err := c.readLocked(blk[:], bs); err != nil {
-			return int(pos - off), err
-		}
-		copy(blk[pos-bs:], p[pos-off:e-off])
-		if err := c.writeBlock(b, blk[:]); err != nil {
+		if err := c.rmwBlock(b, p[pos-off:e-off], pos-bs); err != nil {
 			return int(pos - off), err
 		}
 		pos = e
@@ -255,11 +264,27 @@ func (c *Chain) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// rmwBlock writes data at byte at of block b: it reads the block, merges
+// data in and writes the whole block back, holding the block's stripe.
+func (c *Chain) rmwBlock(b int64, data []byte, at int64) error {
+	stripe := &c.rmw[b%int64(len(c.rmw))]
+	stripe.Lock()
+	defer stripe.Unlock()
+	var blk [BlockSize]byte
+	if err := c.readLocked(blk[:], b*BlockSize); err != nil {
+		return err
+	}
+	copy(blk[at:], data)
+	return c.writeBlock(b, blk[:])
+}
+
 func (c *Chain) writeBlock(b int64, blk []byte) error {
 	if _, err := c.headF.WriteAt(blk, b*BlockSize); err != nil {
 		return fmt.Errorf("chain: volume %q: write: %w", c.name, err)
 	}
+	c.ix.Lock()
 	c.idx.set(b, 1, c.headSlot)
+	c.ix.Unlock()
 	return nil
 }
 
@@ -676,7 +701,9 @@ func (c *Chain) ChangedExtents(from, to string) ([]Extent, error) {
 	var all []run
 	for i := lo; i <= hi; i++ {
 		if i == len(m.Layers)-1 {
+			c.ix.RLock()
 			alloc := c.idx.runsOf(c.headSlot)
+			c.ix.RUnlock()
 			zero, _, err := readZeroLog(c.zf, c.zoff)
 			if err != nil {
 				return nil, err

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // kernelMountedAt reports whether something is mounted at dir in this
@@ -60,4 +62,14 @@ func detach(dir string) error {
 		return nil
 	}
 	return err
+}
+
+// syncFS writes back the filesystem mounted at dir (syncfs(2)).
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
 }

@@ -338,6 +338,15 @@ func (p *Plugin) Create(ctx context.Context, name string, opts map[string]string
 // The snapshot is removed again when the clone cannot be made.
 func (p *Plugin) createFromVolume(ctx context.Context, name string, spec createSpec) error {
 	snapName := cloneSnapshotName(name, time.Now())
+	// Containers on this node may be writing to the source: write back
+	// what their filesystem has cached, so that the clone holds everything
+	// written until now, not only what had reached the device (the clone
+	// is then as consistent as after a clean sync, not an fsfreeze).
+	if target := p.target(spec.from); p.mountedAt(target) {
+		if err := syncFS(target); err != nil {
+			p.log.Warn("could not sync the source before snapshotting it", "volume", spec.from, "err", err)
+		}
+	}
 	snap, err := p.api.Snapshots.CreateSnapshot(ctx, &stratav1.CreateSnapshotRequest{Volume: spec.from, Name: snapName})
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
@@ -650,6 +659,9 @@ func (p *Plugin) Reconcile(ctx context.Context) error {
 			v, err := p.api.Volumes.GetVolume(ctx, &stratav1.GetVolumeRequest{Name: name})
 			if err != nil {
 				return err
+			}
+			if !contains(v.GetMounts(), p.target(name)) && !p.mountedAt(p.target(name)) {
+				return nil // unmounted meanwhile
 			}
 			p.log.Info("unmounting a volume no container uses", "volume", name)
 			return p.unmountIdle(ctx, v)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,6 +39,7 @@ type upOptions struct {
 	configPath    string
 	logLevel      string
 	labels        map[string]string
+	debugAddr     string
 }
 
 func defaultDataDir() string {
@@ -91,6 +93,7 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.nodeName, "node-name", host, "this node's name in the cluster")
 	f.StringVar(&o.configPath, "config", client.DefaultConfigPath(), "client config file to write (API address and admin token)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:7429 (off when empty; keep it on loopback)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
 }
@@ -107,6 +110,7 @@ type node struct {
 	nbdDone chan error
 	apiDone chan error
 	token   string
+	debug   *http.Server
 	apiAddr string // advertised
 	nbdAddr string // advertised
 }
@@ -213,6 +217,12 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	nbdLn := n.nbdLn
 	go func() { n.nbdDone <- srv.Serve(nbdCtx, nbdLn) }()
 
+	if o.debugAddr != "" {
+		if n.debug, err = serveDebug(o.debugAddr, log); err != nil {
+			return nil, err
+		}
+	}
+
 	n.apiDone = make(chan error, 1)
 	api, apiLn := n.api, n.apiLn
 	go func() { n.apiDone <- api.Serve(apiLn) }()
@@ -225,6 +235,9 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 // unmounted, engines flushed, pool closed), then etcd.
 func (n *node) stop() error {
 	var errs []error
+	if n.debug != nil {
+		n.debug.Close()
+	}
 	if n.api != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := n.api.Shutdown(ctx); err != nil {

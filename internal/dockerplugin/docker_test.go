@@ -277,6 +277,13 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 	if got := mustDocker(t, "exec", long2, "cat", "/data/shared"); got != "shared" {
 		t.Errorf("second running container reads %q, want shared", got)
 	}
+	// A clone of a volume in use holds what the containers wrote, synced
+	// or not.
+	mustDocker(t, "exec", long1, "sh", "-c", "echo unsynced > /data/unsynced")
+	mustCreate("live", "from="+e.vol("data"))
+	if got := e.mustRun("live", "cat /data/shared /data/unsynced"); strings.Join(strings.Fields(got), " ") != "shared unsynced" {
+		t.Errorf("clone of a volume in use reads %q, want %q", got, "shared unsynced")
+	}
 	if _, err := docker("volume", "rm", e.vol("data")); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("docker volume rm of a volume in use: %v", err)
 	}
@@ -336,7 +343,7 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 	if e.plugin.mountedAt(filepath.Join(e.root, e.vol("data"))) {
 		t.Errorf("volume still mounted after every container stopped")
 	}
-	for _, v := range []string{"data", "clone", "snapclone"} {
+	for _, v := range []string{"data", "clone", "snapclone", "live"} {
 		if _, err := docker("volume", "rm", e.vol(v)); err != nil {
 			t.Error(err)
 		}

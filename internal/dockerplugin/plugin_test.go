@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	stratav1 "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
 )
 
@@ -495,4 +497,54 @@ func TestListenRefusesLiveSocket(t *testing.T) {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
 	ln2.Close()
+}
+
+type countingConn struct{ resets int }
+
+func (c *countingConn) ResetConnectBackoff() { c.resets++ }
+
+func TestRetryUnavailable(t *testing.T) {
+	conn := &countingConn{}
+	r := &retrier{conn: conn, budget: 5 * time.Second}
+	calls := 0
+	v, err := retry(context.Background(), r, func(context.Context) (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, fmt.Errorf("cannot reach the Strata API: %w", errdefs.ErrUnavailable)
+		}
+		return 42, nil
+	})
+	if v != 42 || err != nil || calls != 3 || conn.resets != 2 {
+		t.Errorf("retry = %d, %v after %d calls and %d resets", v, err, calls, conn.resets)
+	}
+	// Other errors are not retried; the budget bounds the wait.
+	calls = 0
+	if _, err := retry(context.Background(), r, func(context.Context) (int, error) {
+		calls++
+		return 0, errdefs.ErrNotFound
+	}); !errors.Is(err, errdefs.ErrNotFound) || calls != 1 {
+		t.Errorf("not found: %v after %d calls", err, calls)
+	}
+	r.budget = 300 * time.Millisecond
+	start := time.Now()
+	if _, err := retry(context.Background(), r, func(context.Context) (int, error) {
+		return 0, errdefs.ErrUnavailable
+	}); !errors.Is(err, errdefs.ErrUnavailable) || time.Since(start) > 2*time.Second {
+		t.Errorf("unavailable: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestReconcileForgetsDeletedVolumes(t *testing.T) {
+	api := newFakeAPI("")
+	h := newHarness(t, api, t.TempDir())
+	h.create("gone", map[string]string{"fs": "xfs"})
+	if _, err := api.DeleteVolume(context.Background(), &stratav1.DeleteVolumeRequest{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.plugin.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.plugin.state.all()["gone"]; ok {
+		t.Error("state of a volume deleted with the CLI kept")
+	}
 }

@@ -298,15 +298,29 @@ func (p *Plugin) Create(ctx context.Context, name string, opts map[string]string
 			return fmt.Errorf("volume %q: %w", name, err)
 		}
 	}
-	switch {
-	case spec.from != "":
-		return p.createFromVolume(ctx, name, spec)
-	case spec.fromSnapshot != "":
-		_, err := p.api.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: spec.size, FromSnapshot: spec.fromSnapshot})
-		if err != nil {
-			return fmt.Errorf("clone %s as %q: %w", spec.fromSnapshot, name, err)
+	if clone {
+		var err error
+		source := spec.from
+		if spec.from != "" {
+			err = p.createFromVolume(ctx, name, spec)
+		} else {
+			source, _, _ = strings.Cut(spec.fromSnapshot, "@")
+			_, err = p.api.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: spec.size, FromSnapshot: spec.fromSnapshot})
+			if err != nil {
+				err = fmt.Errorf("clone %s as %q: %w", spec.fromSnapshot, name, err)
+			} else {
+				p.log.Info("volume created", "volume", name, "from_snapshot", spec.fromSnapshot)
+			}
 		}
-		p.log.Info("volume created", "volume", name, "from_snapshot", spec.fromSnapshot)
+		if err != nil {
+			return err
+		}
+		// The clone has its source's filesystem: remember it for inspect.
+		if fs := p.state.get(source).FS; fs != "" {
+			if err := p.state.update(name, func(v *volumeState) { v.FS = fs }); err != nil {
+				p.log.Warn("could not record the clone's filesystem", "volume", name, "err", err)
+			}
+		}
 		return nil
 	}
 	sz := spec.size
@@ -581,9 +595,6 @@ func (p *Plugin) Get(ctx context.Context, name string) (*VolumeInfo, error) {
 	}
 	if fs != "" {
 		info.Status["fs"] = fs
-	}
-	if v.GetParent() != "" && fs == "" {
-		info.Status["fs"] = "as " + v.GetParent()
 	}
 	return info, nil
 }

@@ -344,7 +344,7 @@ func TestClones(t *testing.T) {
 	}
 	var get getResponse
 	h.mustCall("VolumeDriver.Get", nameRequest{Name: "copy"}, &get)
-	if get.Volume.Status["parent"] != snaps[0] || get.Volume.Status["size"] != "2GiB" {
+	if get.Volume.Status["parent"] != snaps[0] || get.Volume.Status["size"] != "2GiB" || get.Volume.Status["fs"] != "xfs" {
 		t.Errorf("clone status %v", get.Volume.Status)
 	}
 

@@ -6,10 +6,11 @@ import "unsafe"
 // holding its newest copy (0: the block reads as zeros). It is cut into chunks
 // of chunkBlocks blocks. A chunk is nil (all zeros), uniform (one value, no
 // per-block array) or mixed: a small palette of values plus a bit-packed array
-// of palette positions, 1, 2, 4, 8 or 16 bits per block depending on the size
-// of the palette. Sequential writes leave uniform chunks (a few dozen bytes per
-// 4 MiB); random 4 KiB writes over one layer cost 1 bit per block. Renumbering
-// a layer (after a merge) rewrites palettes only.
+// of palette positions, ceil(log2(palette size)) bits per block (entries may
+// straddle two words). Sequential writes leave uniform chunks (a few dozen
+// bytes per 4 MiB); random 4 KiB writes over one layer cost 1 bit per block,
+// over 17 layers 5 bits. Renumbering a layer (after a merge) rewrites
+// palettes only.
 
 const (
 	chunkShift  = 10
@@ -48,13 +49,22 @@ func (c *chunk) pos(i int) int {
 		return 0
 	}
 	b := uint(i) * uint(c.bits)
-	return int((c.w[b>>6] >> (b & 63)) & (1<<c.bits - 1))
+	w, off := b>>6, b&63
+	v := c.w[w] >> off
+	if off+uint(c.bits) > 64 {
+		v |= c.w[w+1] << (64 - off)
+	}
+	return int(v & (1<<c.bits - 1))
 }
 
 func (c *chunk) setPos(i, p int) {
 	b := uint(i) * uint(c.bits)
-	m := uint64(1<<c.bits-1) << (b & 63)
-	c.w[b>>6] = c.w[b>>6]&^m | uint64(p)<<(b&63)
+	w, off := b>>6, b&63
+	m := uint64(1<<c.bits - 1)
+	c.w[w] = c.w[w]&^(m<<off) | uint64(p)<<off
+	if off+uint(c.bits) > 64 {
+		c.w[w+1] = c.w[w+1]&^(m>>(64-off)) | uint64(p)>>(64-off)
+	}
 }
 
 func (x *index) get(b int64) uint32 {
@@ -167,13 +177,10 @@ func (c *chunk) slotFor(v uint32) int {
 	return len(c.pal) - 1
 }
 
-// widen doubles the bits per block (0 -> 1 -> 2 -> 4 -> 8 -> 16).
+// widen adds one bit per block, doubling the palette's room.
 func (c *chunk) widen() {
-	nb := uint8(1)
-	if c.bits > 0 {
-		nb = c.bits * 2
-	}
-	nw := make([]uint64, chunkBlocks*int(nb)/64)
+	nb := c.bits + 1
+	nw := make([]uint64, (chunkBlocks*int(nb)+63)/64)
 	if c.bits > 0 {
 		old := *c
 		c.bits, c.w = nb, nw

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 echo "== fio: Strata vs nbdkit vs plain file"; ./fio.sh
 echo; echo "== snapshot and clone time"; ./snapclone.sh
-echo; echo "== extent index memory"; go run ./indexmem
+echo; echo "== extent index memory"; (cd .. && go run ./bench/indexmem)

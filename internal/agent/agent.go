@@ -345,6 +345,22 @@ func (a *Agent) Resize(name string, size int64) (chain.Info, error) {
 	if err != nil {
 		return chain.Info{}, fmt.Errorf("resize volume %q: %w", name, err)
 	}
+	// Mounted filesystems grow with the volume, online.
+	v.mu.Lock()
+	mounts := make([]*fusefile.Mounted, 0, len(v.mounts))
+	for _, m := range v.mounts {
+		mounts = append(mounts, m)
+	}
+	v.mu.Unlock()
+	var errs []error
+	for _, m := range mounts {
+		if err := m.Grow(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return chain.Info{}, fmt.Errorf("volume %q grew to %d bytes, but: %w", name, size, err)
+	}
 	return c.Info(), nil
 }
 

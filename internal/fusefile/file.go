@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,13 +32,13 @@ type WriteZeroer interface {
 }
 
 // fileNode is the one regular file of the FUSE mount; its content is the
-// device. The kernel calls its methods from many goroutines at once, and it
-// holds no state of its own besides immutable fields, so it is as safe for
-// concurrent use as the Device.
+// device. The kernel calls its methods from many goroutines at once; its
+// only mutable field is the size (atomic, raised by Mounted.Grow), so it is
+// as safe for concurrent use as the Device.
 type fileNode struct {
 	fs.Inode
 	dev      Device
-	size     int64
+	sz       atomic.Int64
 	readOnly bool
 	mtime    time.Time
 }
@@ -58,8 +59,9 @@ func (n *fileNode) fillAttr(out *fuse.Attr) {
 	if n.readOnly {
 		out.Mode = syscall.S_IFREG | 0o400
 	}
-	out.Size = uint64(n.size)
-	out.Blocks = (uint64(n.size) + 511) / 512
+	size := n.sz.Load()
+	out.Size = uint64(size)
+	out.Blocks = (uint64(size) + 511) / 512
 	out.Blksize = 4096
 	out.Nlink = 1
 	out.SetTimes(nil, &n.mtime, &n.mtime)
@@ -73,7 +75,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 // Setattr refuses size changes: the file is the device and its size is the
 // volume's. Mode and time changes are accepted and ignored.
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if sz, ok := in.GetSize(); ok && int64(sz) != n.size {
+	if sz, ok := in.GetSize(); ok && int64(sz) != n.sz.Load() {
 		return syscall.EPERM
 	}
 	n.fillAttr(&out.Attr)
@@ -98,10 +100,11 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	if off >= n.size {
+	size := n.sz.Load()
+	if off >= size {
 		return fuse.ReadResultData(nil), 0
 	}
-	want := int(min(int64(len(dest)), n.size-off))
+	want := int(min(int64(len(dest)), size-off))
 	got, err := n.dev.ReadAt(dest[:want], off)
 	if err != nil && !(errors.Is(err, io.EOF) && got == want) {
 		return nil, toErrno(err)
@@ -116,10 +119,11 @@ func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
-	if off >= n.size {
+	size := n.sz.Load()
+	if off >= size {
 		return 0, syscall.ENOSPC
 	}
-	want := int(min(int64(len(data)), n.size-off))
+	want := int(min(int64(len(data)), size-off))
 	got, err := n.dev.WriteAt(data[:want], off)
 	if err != nil {
 		if got > 0 {
@@ -154,7 +158,7 @@ func (n *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off, size uin
 	if start < 0 || int64(size) < 0 {
 		return syscall.EINVAL
 	}
-	end := min(start+int64(size), n.size)
+	end := min(start+int64(size), n.sz.Load())
 	if start >= end {
 		return 0
 	}
@@ -206,6 +210,7 @@ func toErrno(err error) syscall.Errno {
 // fuseServer is the FUSE mount serving one device as mnt/<name>.
 type fuseServer struct {
 	mnt  string
+	node *fileNode
 	srv  *fuse.Server
 	done chan struct{} // closed when Serve has returned
 }
@@ -230,7 +235,8 @@ func startFUSE(mnt, name string, dev Device, readOnly bool) (*fuseServer, error)
 	}
 
 	root := &fs.Inode{}
-	node := &fileNode{dev: dev, size: dev.Size(), readOnly: readOnly, mtime: time.Now()}
+	node := &fileNode{dev: dev, readOnly: readOnly, mtime: time.Now()}
+	node.sz.Store(dev.Size())
 	timeout := time.Second
 	opts := &fs.Options{
 		EntryTimeout: &timeout,
@@ -261,7 +267,7 @@ func startFUSE(mnt, name string, dev Device, readOnly bool) (*fuseServer, error)
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		return nil, fmt.Errorf("start fuse server at %s: %w", mnt, err)
 	}
-	s := &fuseServer{mnt: mnt, srv: srv, done: make(chan struct{})}
+	s := &fuseServer{mnt: mnt, node: node, srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		srv.Serve()

@@ -75,6 +75,7 @@ type Mounted struct {
 	loop      *loopDevice
 	loopPath  string
 	directIO  bool
+	readOnly  bool
 	claimed   []string // paths in inUse, released by Unmount
 
 	targetMounted bool
@@ -312,6 +313,7 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		loop:          loop,
 		loopPath:      loop.path,
 		directIO:      loop.directIO,
+		readOnly:      opts.ReadOnly,
 		claimed:       []string{mnt, claimedTarget},
 		targetMounted: true,
 		loopAttached:  true,

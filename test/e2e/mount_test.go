@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,4 +167,43 @@ func nbdConnect(t *testing.T, addr, export string) net.Conn {
 	c.SetDeadline(time.Time{})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestResizeMounted grows a mounted xfs volume: the filesystem grows online
+// and keeps its files.
+func TestResizeMounted(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkfs.xfs", "xfs_growfs")
+	n := newNode(t)
+	n.run("volume", "create", "grow", "--size", "320MiB")
+	dir := filepath.Join(t.TempDir(), "grow")
+	n.run("volume", "mount", "grow", dir, "--fs", "xfs")
+	if err := os.WriteFile(filepath.Join(dir, "keep"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := fsSize(t, dir)
+	n.run("volume", "resize", "grow", "--size", "1GiB")
+	if after := fsSize(t, dir); after < before*3 {
+		t.Fatalf("filesystem is %d bytes after growing the volume from 320MiB to 1GiB (was %d)", after, before)
+	}
+	big := bytes.Repeat([]byte{7}, 400<<20) // more than the old filesystem held
+	if err := os.WriteFile(filepath.Join(dir, "big"), big, 0o644); err != nil {
+		t.Fatalf("write past the old size: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "keep")); string(got) != "kept" {
+		t.Fatalf("file lost across the resize: %q", got)
+	}
+	if out := n.run("volume", "inspect", "grow"); !strings.Contains(out, "1GiB") {
+		t.Fatalf("inspect after resize:\n%s", out)
+	}
+	n.run("volume", "unmount", dir)
+}
+
+func fsSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks) * st.Bsize
 }

@@ -198,7 +198,8 @@ func newVolumeResizeCmd(cf *clientFlags) *cobra.Command {
 		Use:   "resize NAME --size SIZE",
 		Short: "Grow a volume online",
 		Long: `Grow a volume to a new size, online: exports and mounts stay. Shrinking
-is refused. Grow the filesystem on it afterwards (resize2fs, xfs_growfs).`,
+is refused. Filesystems mounted with strata volume mount grow with it, online
+(xfs_growfs, resize2fs); grow a filesystem you put on the NBD export yourself.`,
 		Example: `  strata volume resize demo --size 20GiB`,
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -10,7 +10,9 @@
 // unmounts it. The IDs (and the filesystem type asked for at create time) are
 // kept in MountRoot/plugin-state.json, written crash-safely, so that a restart
 // of the plugin or of the node keeps them; a reconcile loop mounts again the
-// volumes that still have IDs and unmounts those that have none.
+// volumes that still have IDs and unmounts those that have none. A keeper
+// (keeper.go) brings the mount made again after a node restart into the
+// containers that kept running.
 package dockerplugin
 
 import (
@@ -24,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -101,6 +104,12 @@ type Plugin struct {
 	// mountedAt reports whether a filesystem is mounted at a directory; a
 	// variable so that unit tests with a fake backend can replace it.
 	mountedAt func(dir string) bool
+	// hostMounts says the plugin may mount on the host itself: make the
+	// mount root shared and keep a copy of every mount in use (keeper.go).
+	// Off in unit tests whose fake API mounts nothing.
+	hostMounts bool
+	// keepers is set by Run once the mount root is shared.
+	keepers atomic.Bool
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -149,12 +158,13 @@ func New(api Backend, opts Options) (*Plugin, error) {
 	}
 	r := &retrier{conn: api.Conn, budget: retryBudget}
 	return &Plugin{
-		api:       Backend{Volumes: retryVolumes{r, api.Volumes}, Snapshots: retrySnapshots{r, api.Snapshots}, Conn: api.Conn},
-		opts:      opts,
-		log:       opts.Logger.With("component", "dockerplugin"),
-		state:     st,
-		mountedAt: kernelMountedAt,
-		locks:     map[string]*sync.Mutex{},
+		api:        Backend{Volumes: retryVolumes{r, api.Volumes}, Snapshots: retrySnapshots{r, api.Snapshots}, Conn: api.Conn},
+		opts:       opts,
+		log:        opts.Logger.With("component", "dockerplugin"),
+		state:      st,
+		mountedAt:  kernelMountedAt,
+		hostMounts: true,
+		locks:      map[string]*sync.Mutex{},
 	}, nil
 }
 
@@ -466,7 +476,7 @@ func (p *Plugin) ensureMounted(ctx context.Context, name, fs string) error {
 	}
 	apiMounted, kernelMounted := contains(v.GetMounts(), target), p.mountedAt(target)
 	if apiMounted && kernelMounted {
-		return nil
+		return p.keep(name, false)
 	}
 	if apiMounted {
 		if _, err := p.api.Volumes.UnmountVolume(ctx, &stratav1.UnmountVolumeRequest{Target: target}); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
@@ -488,7 +498,44 @@ func (p *Plugin) ensureMounted(ctx context.Context, name, fs string) error {
 	if _, err := p.api.Volumes.MountVolume(ctx, &stratav1.MountVolumeRequest{Name: name, Target: target, FsType: fs}); err != nil {
 		return fmt.Errorf("mount volume %q at %s: %w", name, target, err)
 	}
+	if !p.mountedAt(target) {
+		return fmt.Errorf("mount volume %q: the node reports it mounted at %s, but nothing is mounted there", name, target)
+	}
+	return p.keep(name, true)
+}
+
+// keep makes sure the volume's keeper (keeper.go) holds its current mount:
+// a new keeper for a volume that has none and, after a node restart (fresh:
+// the target was mounted again), the new mount stacked on the keeper's,
+// which brings it into the running containers.
+func (p *Plugin) keep(name string, fresh bool) error {
+	if !p.keepers.Load() {
+		return nil
+	}
+	nsFile := p.keeperFile(name)
+	held := p.mountedAt(nsFile)
+	var err error
+	switch {
+	case !held:
+		err = holdMount(p.target(name), nsFile)
+	case fresh:
+		err = stackMount(p.target(name), nsFile)
+		if err == nil {
+			p.log.Info("volume mounted again for the containers that ran through a node restart", "volume", name)
+		}
+	}
+	if err != nil {
+		// The volume works; only running containers would miss it
+		// after a node restart.
+		p.log.Warn("running containers will lose this volume if the node restarts", "volume", name, "err", err)
+	}
 	return nil
+}
+
+// unkeep drops the volume's keeper, before the target is unmounted, so that
+// the node's loop device is free to detach.
+func (p *Plugin) unkeep(name string) error {
+	return releaseMount(p.keeperFile(name))
 }
 
 // Unmount releases the Docker mount id; the last one unmounts the volume.
@@ -514,6 +561,9 @@ func (p *Plugin) Unmount(ctx context.Context, name, id string) error {
 		p.log.Info("volume released", "volume", name, "id", id, "users", len(left))
 		return nil
 	}
+	if err := p.unkeep(name); err != nil {
+		return fmt.Errorf("%w (it will be retried)", err)
+	}
 	if _, err := p.api.Volumes.UnmountVolume(ctx, &stratav1.UnmountVolumeRequest{Target: p.target(name)}); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("unmount volume %q (it will be retried): %w", name, err)
 	}
@@ -524,6 +574,9 @@ func (p *Plugin) Unmount(ctx context.Context, name, id string) error {
 // unmountIdle unmounts v from its target on this node if it is mounted there.
 func (p *Plugin) unmountIdle(ctx context.Context, v *stratav1.Volume) error {
 	target := p.target(v.GetName())
+	if err := p.unkeep(v.GetName()); err != nil {
+		return err
+	}
 	if contains(v.GetMounts(), target) {
 		if _, err := p.api.Volumes.UnmountVolume(ctx, &stratav1.UnmountVolumeRequest{Target: target}); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return fmt.Errorf("unmount volume %q: %w", v.GetName(), err)
@@ -660,7 +713,7 @@ func (p *Plugin) Reconcile(ctx context.Context) error {
 	}
 	for name, v := range exists {
 		target := p.target(name)
-		if !contains(v.GetMounts(), target) && !p.mountedAt(target) {
+		if !contains(v.GetMounts(), target) && !p.mountedAt(target) && !p.mountedAt(p.keeperFile(name)) {
 			continue
 		}
 		errs = append(errs, p.reconcileOne(func() error {

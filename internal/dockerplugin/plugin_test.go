@@ -43,6 +43,7 @@ func newHarness(t *testing.T, api *fakeAPI, root string) *harness {
 		t.Fatal(err)
 	}
 	p.mountedAt = api.mountedAt
+	p.hostMounts = false
 	sock := filepath.Join(t.TempDir(), "strata.sock")
 	ln, err := Listen(sock)
 	if err != nil {

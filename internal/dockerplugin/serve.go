@@ -60,6 +60,19 @@ func Listen(path string) (net.Listener, error) {
 // Run serves the protocol on ln and runs the reconcile loop until ctx is
 // done; it closes ln and returns once every goroutine it started has exited.
 func (p *Plugin) Run(ctx context.Context, ln net.Listener) error {
+	if p.hostMounts {
+		err := shareMountRoot(p.opts.MountRoot)
+		if err == nil {
+			err = p.setupKeepers()
+		}
+		if err != nil {
+			// Volumes still work; running containers lose theirs when
+			// the node restarts (docs/docker.md).
+			p.log.Warn("mount root is not shared: running containers will lose their volumes when the node restarts", "err", err)
+		} else {
+			p.keepers.Store(true)
+		}
+	}
 	srv := &http.Server{
 		Handler:           p.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

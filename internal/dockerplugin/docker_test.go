@@ -211,8 +211,9 @@ func (e *dockerEnv) inspect(volume string) map[string]string {
 }
 
 // runDockerSuite is what a docker user does with Strata volumes; restartNode
-// restarts the node daemon (or what stands for it) while a container runs.
-func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
+// restarts the node daemon (or what stands for it, killed when crash) while
+// a container runs.
+func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func(crash bool)) {
 	ctx := context.Background()
 
 	// Bad options: refused, with a message the docker CLI shows.
@@ -305,13 +306,16 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 		t.Errorf("%d mounts counted, want 1", n)
 	}
 
-	// Restart the node while long1 runs.
-	if restartNode != nil {
-		restartNode()
+	// Restart the node while long1 runs: a clean restart, then a crash.
+	for i, how := range []string{"stop", "crash"} {
+		if restartNode == nil {
+			break
+		}
+		restartNode(how == "crash")
 		// Volumes survive (the plugin's client rides over the restart).
 		for _, v := range []string{"data", "clone", "snapclone"} {
 			if _, err := e.plugin.api.Volumes.GetVolume(ctx, &stratav1.GetVolumeRequest{Name: e.vol(v)}); err != nil {
-				t.Errorf("after the node restart: %v", err)
+				t.Errorf("after the node %s: %v", how, err)
 			}
 		}
 		// A new container works and sees the data.
@@ -325,23 +329,26 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func()) {
 			time.Sleep(500 * time.Millisecond)
 		}
 		if err != nil {
-			t.Errorf("new container after the node restart: %v", err)
+			t.Errorf("new container after the node %s: %v", how, err)
 		} else if got := strings.Join(strings.Fields(got), " "); got != "v3 shared" {
-			t.Errorf("new container after the node restart reads %q, want %q", got, "v3 shared")
+			t.Errorf("new container after the node %s reads %q, want %q", how, got, "v3 shared")
 		}
 		// The container that ran through the restart: its /data was
 		// served by the old node process; the keeper (keeper.go) brings
 		// the new mount into it, so new reads and writes work.
-		out, err := docker("exec", long1, "sh", "-c", "cat /data/file && echo after > /data/after && sync && cat /data/after")
-		t.Logf("container running through the node restart: %q, %v", out, err)
-		if got := strings.Join(strings.Fields(out), " "); err != nil || got != "v3 after" {
-			t.Errorf("container running through the node restart reads %q, %v; want %q", got, err, "v3 after")
+		script := fmt.Sprintf("cat /data/file && echo after%d > /data/after && sync && cat /data/after", i)
+		out, err := docker("exec", long1, "sh", "-c", script)
+		want := fmt.Sprintf("v3 after%d", i)
+		if got := strings.Join(strings.Fields(out), " "); err != nil || got != want {
+			t.Errorf("container running through the node %s reads %q, %v; want %q", how, got, err, want)
 		}
+	}
+	if restartNode != nil {
 		// Restarting the container works too (and is what a process
 		// that held files open across the restart needs).
 		mustDocker(t, "restart", "-t", "1", long1)
-		if got := mustDocker(t, "exec", long1, "cat", "/data/file", "/data/shared"); strings.Join(strings.Fields(got), " ") != "v3 shared" {
-			t.Errorf("restarted container reads %q, want %q", got, "v3 shared")
+		if got := mustDocker(t, "exec", long1, "cat", "/data/file", "/data/shared", "/data/after"); strings.Join(strings.Fields(got), " ") != "v3 shared after1" {
+			t.Errorf("restarted container reads %q, want %q", got, "v3 shared after1")
 		}
 	}
 
@@ -372,7 +379,7 @@ func TestDockerEngineFakeAPI(t *testing.T) {
 	api := newFakeAPI(t.TempDir())
 	root := t.TempDir()
 	e := startPlugin(t, "fake", api.backend(), root, nil)
-	runDockerSuite(t, e, api.restartNode)
+	runDockerSuite(t, e, func(bool) { api.restartNode() })
 }
 
 // testLogger sends the plugin's log to the test's log.

@@ -127,6 +127,13 @@ func (n *strataNode) stop() {
 	n.cmd = nil
 }
 
+// kill kills the node, as a crash does.
+func (n *strataNode) kill() {
+	n.cmd.Process.Kill()
+	<-n.exited
+	n.cmd = nil
+}
+
 // dial waits until the node serves its API and returns a client.
 func (n *strataNode) dial() *client.Client {
 	n.t.Helper()
@@ -171,9 +178,14 @@ func TestDockerEngineNode(t *testing.T) {
 	c := n.dial()
 	t.Cleanup(func() { c.Close() })
 	e := startPlugin(t, "node", Backend{Volumes: c.Volumes, Snapshots: c.Snapshots}, filepath.Join(t.TempDir(), "docker-mounts"), nil)
-	runDockerSuite(t, e, func() {
-		t.Log("restarting the strata node")
-		n.stop()
+	runDockerSuite(t, e, func(crash bool) {
+		if crash {
+			t.Log("killing the strata node (SIGKILL) and starting it again")
+			n.kill()
+		} else {
+			t.Log("restarting the strata node")
+			n.stop()
+		}
 		n.start()
 		c2 := n.dial() // waits for the API; the plugin's client reconnects by itself
 		c2.Close()

@@ -75,6 +75,10 @@ var (
 // goroutine of the connection touches the backend any more.
 func (c *conn) transmit(be Backend) error {
 	size := uint64(exportSize(be))
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		// Best effort: the kernel caps it at net.core.wmem_max.
+		tc.SetWriteBuffer(sendBuffer)
+	}
 	bud := newBudget(c.cfg.maxInFlight, c.cfg.maxInFlightBytes)
 	// Both channels hold a whole budget's worth, so workers and the reader
 	// never block on them; the budget is what stops the reader.
@@ -290,6 +294,14 @@ func (c *conn) do(be Backend, req *request) reply {
 	}
 	return r
 }
+
+// sendBuffer is the socket send buffer a connection asks for. Autotuning
+// starts small and grows slowly, so a writev of a 1 MiB reply often met
+// a full buffer, parked the worker on the netpoller until the client had
+// read some, and then finished: a round trip through the scheduler with
+// the reply lock held. 4 MiB (which Linux doubles for its bookkeeping)
+// holds a few large replies.
+const sendBuffer = 4 << 20
 
 // directMin is the payload size above which the worker that read the data
 // sends the reply itself, header and payload in one writev, instead of

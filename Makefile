@@ -10,8 +10,8 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 
 # Debian packages the tests drive: NBD clients and servers, fio, filesystems, FUSE.
-TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux
-TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid
+TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux busybox-static
+TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid busybox
 
 .PHONY: all build run test test-deps lint unit proto bench clean
 

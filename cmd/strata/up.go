@@ -21,6 +21,7 @@ import (
 
 	"github.com/strata-storage/strata/client"
 	"github.com/strata-storage/strata/internal/agent"
+	"github.com/strata-storage/strata/internal/dockerplugin"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
 	"github.com/strata-storage/strata/internal/nbd"
@@ -40,6 +41,9 @@ type upOptions struct {
 	logLevel      string
 	labels        map[string]string
 	debugAddr     string
+
+	dockerPlugin       bool
+	dockerPluginSocket string
 }
 
 func defaultDataDir() string {
@@ -93,6 +97,8 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.nodeName, "node-name", host, "this node's name in the cluster")
 	f.StringVar(&o.configPath, "config", client.DefaultConfigPath(), "client config file to write (API address and admin token)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.BoolVar(&o.dockerPlugin, "docker-plugin", false, "serve Docker's volume plugin protocol (docker volume create -d strata); needs root, see docs/docker.md")
+	f.StringVar(&o.dockerPluginSocket, "docker-plugin-socket", dockerplugin.DefaultSocket, "unix socket of the Docker volume plugin; Docker names the driver after the file (strata.sock: driver strata)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:7429 (off when empty; keep it on loopback)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
@@ -130,6 +136,31 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 	}
 	printNextSteps(out, o, n)
 
+	var pluginDone chan error
+	stopPlugin := func() {}
+	if o.dockerPlugin {
+		c, err := client.Dial(ctx, n.apiAddr, n.token)
+		if err != nil {
+			return errors.Join(fmt.Errorf("docker plugin: %w", err), n.stop())
+		}
+		defer c.Close()
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		pluginDone = make(chan error, 1)
+		go func() {
+			pluginDone <- dockerplugin.Serve(pctx, o.dockerPluginSocket,
+				dockerplugin.Backend{Volumes: c.Volumes, Snapshots: c.Snapshots, Conn: c.Conn()},
+				dockerplugin.Options{MountRoot: filepath.Join(o.dataDir, "docker-mounts"), Logger: log})
+		}()
+		fmt.Fprintf(out, "Docker volume plugin on %s: docker volume create -d %s NAME -o size=10GiB\n",
+			o.dockerPluginSocket, strings.TrimSuffix(filepath.Base(o.dockerPluginSocket), ".sock"))
+		stopPlugin = func() {
+			cancel()
+			if err := <-pluginDone; err != nil {
+				log.Warn("docker plugin", "err", err)
+			}
+		}
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -138,7 +169,11 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 		runErr = fmt.Errorf("api server: %w", err)
 	case err := <-n.nbdDone:
 		runErr = fmt.Errorf("nbd server: %w", err)
+	case err := <-pluginDone:
+		pluginDone <- err // for stopPlugin
+		runErr = fmt.Errorf("docker plugin: %w", err)
 	}
+	stopPlugin()
 	return errors.Join(runErr, n.stop())
 }
 

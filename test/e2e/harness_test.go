@@ -82,6 +82,7 @@ type node struct {
 	etcdP   string
 	cmd     *exec.Cmd
 	done    chan struct{}
+	extra   []string // more flags for strata up
 }
 
 func newNode(t *testing.T) *node {
@@ -90,9 +91,9 @@ func newNode(t *testing.T) *node {
 	return newNodeAt(t, dir, filepath.Join(dir, "data"))
 }
 
-func newNodeAt(t *testing.T, dir, dataDir string) *node {
+func newNodeAt(t *testing.T, dir, dataDir string, extra ...string) *node {
 	t.Helper()
-	n := &node{t: t, bin: strataBinary(t), dir: dir, dataDir: dataDir,
+	n := &node{t: t, bin: strataBinary(t), dir: dir, dataDir: dataDir, extra: extra,
 		api: freePort(t), nbd: freePort(t), etcdC: freePort(t), etcdP: freePort(t)}
 	n.start()
 	t.Cleanup(n.stop)
@@ -112,6 +113,7 @@ func (n *node) start() {
 	}
 	n.cmd = exec.Command(n.bin, "up", "--data-dir", n.dataDir, "--api-addr", n.api, "--nbd-addr", n.nbd,
 		"--etcd-client-url", "http://"+n.etcdC, "--etcd-peer-url", "http://"+n.etcdP)
+	n.cmd.Args = append(n.cmd.Args, n.extra...)
 	n.cmd.Env = n.env()
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-storage/strata/internal/mountinfo"
 )
 
 // kernelMountedAt reports whether something is mounted at dir in this
@@ -27,31 +28,11 @@ func kernelMountedAt(dir string) bool {
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ...
 		f := strings.Fields(sc.Text())
-		if len(f) >= 5 && unescapeMountinfo(f[4]) == dir {
+		if len(f) >= 5 && mountinfo.Unescape(f[4]) == dir {
 			return true
 		}
 	}
 	return false
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // detach lazily unmounts whatever is mounted at dir (a filesystem whose FUSE

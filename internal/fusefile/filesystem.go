@@ -9,10 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/mountinfo"
 )
 
 // headerSize is how much of the device must read as zeroes before we format
@@ -175,31 +175,12 @@ func mounts() ([]mountEntry, error) {
 		}
 		out = append(out, mountEntry{
 			devNum:     f[2],
-			mountPoint: unescapeMountinfo(f[4]),
+			mountPoint: mountinfo.Unescape(f[4]),
 			fsType:     f[sep+1],
-			source:     unescapeMountinfo(f[sep+2]),
+			source:     mountinfo.Unescape(f[sep+2]),
 		})
 	}
 	return out, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // isMountPoint reports whether path is a mount point.

@@ -750,19 +750,6 @@ func TestStateDirThroughSymlink(t *testing.T) {
 	unmount(t, m)
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a/b`:           "/a/b",
-		`/a\040b`:        "/a b",
-		`/a\011\012\134`: "/a\t\n\\",
-		`/a\04`:          `/a\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestLoopDiscardAndZeroes checks the loop device's two ways of zeroing:
 // discard arrives as punch-hole (Trim), write-zeroes as zero-range.
 func TestLoopDiscardAndZeroes(t *testing.T) {

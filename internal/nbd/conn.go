@@ -27,12 +27,6 @@ type conn struct {
 
 	mu      sync.Mutex
 	closing bool // the server is shutting down: deadlines stay short
-
-	// In transmission, wmu serializes the writers of replies (the writer
-	// goroutine and workers sending large reads) and guards the fields below.
-	wmu       sync.Mutex
-	wfailed   bool      // a write failed: the connection is closed
-	wdeadline time.Time // when the write deadline was last moved
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {

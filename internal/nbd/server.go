@@ -9,10 +9,9 @@
 // maximum 32 MiB. QEMU (qemu-img, qemu-io), libnbd (nbdinfo, nbdcopy) and
 // fio's nbd engine are tested against it.
 //
-// One connection runs a reader (the connection's goroutine) and a bounded
-// pool of workers that call the Backend; a worker sends its reply itself,
-// serialized with the others' (replies may leave out of order, and those
-// ready together leave in one write). Memory per connection is bounded by the
+// One connection runs a reader (the connection's goroutine), a bounded pool
+// of workers that call the Backend, and one writer that serializes replies,
+// which may leave out of order. Memory per connection is bounded by the
 // number (WithMaxInFlight) and total payload (64 MiB) of requests in flight;
 // WithMaxConnections bounds the number of connections. A client that breaks
 // the protocol gets an error reply or is hung up on; one that goes silent in

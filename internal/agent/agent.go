@@ -359,10 +359,24 @@ func (a *Agent) Resize(name string, size int64) (chain.Info, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return chain.Info{}, fmt.Errorf("volume %q grew to %d bytes, but: %w", name, size, err)
+		return c.Info(), &FilesystemGrowError{Volume: name, Size: size, Err: err}
 	}
 	return c.Info(), nil
 }
+
+// FilesystemGrowError is returned by Resize when the volume grew but a
+// filesystem mounted on it could not be grown: the resize itself stands.
+type FilesystemGrowError struct {
+	Volume string
+	Size   int64
+	Err    error
+}
+
+func (e *FilesystemGrowError) Error() string {
+	return fmt.Sprintf("volume %q grew to %d bytes, but its mounted filesystem did not: %v", e.Volume, e.Size, e.Err)
+}
+
+func (e *FilesystemGrowError) Unwrap() error { return e.Err }
 
 // Snapshot takes snapshot snap of the volume at one point of its write
 // stream (through the engine when the volume is in use).

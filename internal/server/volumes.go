@@ -335,6 +335,12 @@ func (s *Server) ResizeVolume(ctx context.Context, req *pb.ResizeVolumeRequest) 
 		}
 	}
 	if _, err := s.agent.Resize(name, sz); err != nil {
+		// The volume grew even when a mounted filesystem did not: the
+		// record keeps the new size, and the caller learns what is left.
+		var fsErr *agent.FilesystemGrowError
+		if errors.As(err, &fsErr) {
+			return nil, err
+		}
 		if sz != old {
 			rec.Size = old
 			if _, uerr := s.meta.UpdateVolume(ctx, rec); uerr != nil {

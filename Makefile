@@ -13,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux busybox-static
 TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid busybox
 
-.PHONY: all build run test test-deps lint unit proto bench clean
+.PHONY: all build run test test-deps lint unit proto proto-deps bench clean
 
 all: build
 
@@ -45,8 +45,20 @@ lint:
 unit:
 	$(GO) test -count=1 -timeout 15m ./...
 
-## proto: regenerate api/ from api/strata/v1/strata.proto (needs protoc and the plugins).
-proto:
+## proto: regenerate api/ from api/strata/v1/strata.proto, installing protoc
+## (Debian) and the Go plugins at the versions the generated code names.
+PROTO_PLUGINS := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 \
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 \
+	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@v2.32.0 \
+	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@v2.32.0
+
+proto-deps:
+	@command -v protoc >/dev/null 2>&1 && test -f /usr/include/google/protobuf/timestamp.proto || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
+	@for p in $(PROTO_PLUGINS); do b=$$(basename $${p%@*}); test -x $(GOBIN)/$$b || $(GO) install $$p; done
+
+proto: proto-deps
 	cd api && PATH=$(GOBIN):$$PATH protoc -I . -I /usr/include \
 		--go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. \
 		--grpc-gateway_out=paths=source_relative,grpc_api_configuration=strata/v1/http.yaml:. \

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +36,7 @@ Export it over NBD for VMs and NBD clients, or mount its filesystem on the node.
 
 func newVolumeCreateCmd(cf *clientFlags) *cobra.Command {
 	var sizeFlag, from string
+	var labels map[string]string
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE [--from VOL@SNAP]",
 		Short: "Create a volume, empty or as a thin clone of a snapshot",
@@ -65,7 +68,7 @@ Creating a volume that exists with the same spec succeeds. Prints the name.`,
 				return fmt.Errorf("--size is required (e.g. --size 10GiB) unless --from names a snapshot: %w", errdefs.ErrInvalidArgument)
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from})
+				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from, Labels: labels})
 				if err != nil {
 					return err
 				}
@@ -76,6 +79,7 @@ Creating a volume that exists with the same spec succeeds. Prints the name.`,
 	}
 	cmd.Flags().StringVar(&sizeFlag, "size", "", "size: 512MiB, 10GiB, 1T or bytes (required unless --from)")
 	cmd.Flags().StringVar(&from, "from", "", "make a thin clone of snapshot VOL@SNAP")
+	cmd.Flags().StringToStringVar(&labels, "label", nil, "label KEY=VALUE to record with the volume (repeatable)")
 	return cmd
 }
 
@@ -155,6 +159,7 @@ snapshot, snapshot count, layer depth, node, state, NBD connections, mounts.`,
 					{"State", dash(v.State)},
 					{"Exports", strconv.Itoa(int(v.ExportConnections))},
 					{"Mounts", dash(strings.Join(v.Mounts, ", "))},
+					{"Labels", dash(formatLabels(v.Labels))},
 					{"Created", formatTime(v.CreatedAt)},
 				} {
 					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
@@ -399,4 +404,14 @@ func newVolumeUnmountCmd(cf *clientFlags) *cobra.Command {
 			})
 		},
 	}
+}
+
+// formatLabels shows labels as k=v pairs sorted by key.
+func formatLabels(labels map[string]string) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
 }

@@ -41,6 +41,8 @@ type Volume struct {
 	Node    string    `json:"node"`             // node holding the replica and engine
 	Created time.Time `json:"created"`
 	State   string    `json:"state"`
+	// Labels are the free-form key/value metadata given at creation.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Rev is the record's etcd mod revision, set by reads and writes; the
 	// compare-and-swap of Update and Delete is on it.
 	Rev int64 `json:"-"`

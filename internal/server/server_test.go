@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -754,5 +756,48 @@ func TestConcurrentCalls(t *testing.T) {
 			t.Fatalf("snapshot %d: %q %v (names %v)", i, names[i], errs[i], names)
 		}
 		seen[names[i]] = true
+	}
+}
+
+func TestVolumeLabels(t *testing.T) {
+	n := newNode(t)
+	ctx := authed(context.Background())
+	vc, sc := n.vols(), n.snaps()
+
+	labels := map[string]string{"csi.storage.k8s.io/pvc/name": "data", "team": "a b"}
+	v := must[*pb.Volume](t, "create")(vc.CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "l", SizeBytes: mib, Labels: labels}))
+	if !maps.Equal(v.Labels, labels) {
+		t.Fatalf("created labels %v, want %v", v.Labels, labels)
+	}
+	must[*pb.Volume](t, "create again")(vc.CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "l", SizeBytes: mib, Labels: labels}))
+	_, err := vc.CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "l", SizeBytes: mib, Labels: map[string]string{"team": "b"}})
+	wantCode(t, "create with other labels", err, codes.AlreadyExists)
+
+	many := map[string]string{}
+	for i := range 33 {
+		many[fmt.Sprint("k", i)] = "v"
+	}
+	for _, bad := range []map[string]string{
+		{"": "v"}, {"a b": "v"}, {"é": "v"}, {strings.Repeat("k", 254): "v"},
+		{"k": strings.Repeat("v", 254)}, {"k": "line\nbreak"}, many,
+	} {
+		_, err := vc.CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "bad", SizeBytes: mib, Labels: bad})
+		wantCode(t, fmt.Sprint("labels ", len(bad)), err, codes.InvalidArgument)
+	}
+
+	// Clones take their own labels, not the parent's.
+	must[*pb.Snapshot](t, "snapshot")(sc.CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "l", Name: "s"}))
+	c := must[*pb.Volume](t, "clone")(vc.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: "l@s", Name: "lc", Labels: map[string]string{"k": "v"}}))
+	if !maps.Equal(c.Labels, map[string]string{"k": "v"}) {
+		t.Fatalf("clone labels %v", c.Labels)
+	}
+
+	// Labels survive a restart and show in list.
+	n.restart()
+	list := must[*pb.ListVolumesResponse](t, "list")(n.vols().ListVolumes(ctx, &pb.ListVolumesRequest{}))
+	for _, v := range list.Volumes {
+		if v.Name == "l" && !maps.Equal(v.Labels, labels) {
+			t.Fatalf("listed labels after restart %v", v.Labels)
+		}
 	}
 }

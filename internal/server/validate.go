@@ -28,6 +28,41 @@ func volumeSize(n int64) (int64, error) {
 	return (n + chain.BlockSize - 1) / chain.BlockSize * chain.BlockSize, nil
 }
 
+// Limits on volume labels.
+const (
+	maxLabels        = 32
+	maxLabelKeyLen   = 253
+	maxLabelValueLen = 253
+)
+
+// validateLabels checks the labels given to a new volume: at most
+// maxLabels; keys of 1 to 253 characters of a-z, A-Z, 0-9 and "._/-";
+// values of at most 253 printable ASCII characters.
+func validateLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return fmt.Errorf("%d labels given, at most %d are allowed: %w", len(labels), maxLabels, errdefs.ErrInvalidArgument)
+	}
+	for k, v := range labels {
+		if k == "" || len(k) > maxLabelKeyLen {
+			return fmt.Errorf("label key %q must have 1 to %d characters: %w", k, maxLabelKeyLen, errdefs.ErrInvalidArgument)
+		}
+		for _, r := range k {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/-", r)) {
+				return fmt.Errorf("label key %q may hold only a-z, A-Z, 0-9 and \"._/-\": %w", k, errdefs.ErrInvalidArgument)
+			}
+		}
+		if len(v) > maxLabelValueLen {
+			return fmt.Errorf("value of label %q is longer than %d characters: %w", k, maxLabelValueLen, errdefs.ErrInvalidArgument)
+		}
+		for _, r := range v {
+			if r < 0x20 || r > 0x7e {
+				return fmt.Errorf("value of label %q may hold only printable ASCII characters: %w", k, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	return nil
+}
+
 // cloneSize is volumeSize where 0 means "the snapshot's size".
 func cloneSize(n int64) (int64, error) {
 	if n == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,6 +48,7 @@ func (s *Server) view(rec meta.Volume, snapshots int) *pb.Volume {
 		CreatedAt:     timestamppb.New(rec.Created),
 		State:         rec.State,
 		Mounts:        []string{},
+		Labels:        rec.Labels,
 	}
 	if rec.Node != s.node || rec.State != meta.StateReady {
 		return v
@@ -98,7 +100,7 @@ func (s *Server) viewOf(ctx context.Context, rec meta.Volume) (*pb.Volume, error
 // origin returns it; with another spec it is AlreadyExists.
 func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) (*pb.Volume, error) {
 	if req.FromSnapshot != "" {
-		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes})
+		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes, Labels: req.Labels})
 	}
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
@@ -107,7 +109,10 @@ func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, "", "")
+	if err := validateLabels(req.Labels); err != nil {
+		return nil, err
+	}
+	return s.create(ctx, req.Name, sz, "", "", req.Labels)
 }
 
 // CloneVolume makes a thin clone of snapshot VOL@SNAP. size_bytes 0 keeps
@@ -125,14 +130,17 @@ func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, srcVol, srcSnap)
+	if err := validateLabels(req.Labels); err != nil {
+		return nil, err
+	}
+	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels)
 }
 
 // create records volume name as creating, makes its chain (empty, or a
 // clone of srcVol@srcSnap), and records it as ready. A failure removes the
 // record again; a crash leaves a "creating" record that Reconcile finishes
 // or removes.
-func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string) (*pb.Volume, error) {
+func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string) (*pb.Volume, error) {
 	parent := ""
 	locks := []string{name}
 	if srcVol != "" {
@@ -170,8 +178,8 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 		if rec.State == meta.StateDeleting {
 			return nil, fmt.Errorf("volume %q is being deleted; retry when it is gone: %w", name, errdefs.ErrFailedPrecondition)
 		}
-		if rec.Size != sz || rec.Parent != parent {
-			return nil, fmt.Errorf("volume %q exists with another spec (%s%s): %w", name, size.Format(rec.Size), fromText(rec.Parent), errdefs.ErrAlreadyExists)
+		if rec.Size != sz || rec.Parent != parent || !maps.Equal(rec.Labels, labels) {
+			return nil, fmt.Errorf("volume %q exists with another spec (%s%s%s): %w", name, size.Format(rec.Size), fromText(rec.Parent), labelsText(rec.Labels), errdefs.ErrAlreadyExists)
 		}
 		if rec.State == meta.StateReady {
 			return s.viewOf(ctx, rec)
@@ -192,6 +200,7 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 			Node:    s.node,
 			Created: time.Now().UTC(),
 			State:   meta.StateCreating,
+			Labels:  labels,
 		})
 		if err != nil {
 			return nil, err
@@ -219,6 +228,13 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 		return nil, fmt.Errorf("volume %q was made but could not be recorded as ready (the next start finishes it): %w", name, err)
 	}
 	return s.view(rec, 0), nil
+}
+
+func labelsText(labels map[string]string) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", labels %v", labels) // fmt sorts map keys
 }
 
 func fromText(parent string) string {

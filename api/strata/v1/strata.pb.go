@@ -45,7 +45,10 @@ type Volume struct {
 	// Depth of the layer chain, head included.
 	Layers int32 `protobuf:"varint,10,opt,name=layers,proto3" json:"layers,omitempty"`
 	// ready, degraded, ...
-	State         string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	// Labels given at creation: free-form key/value metadata that tools use to
+	// find their volumes (the CSI driver records the claim a volume is for).
+	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,13 +160,23 @@ func (x *Volume) GetState() string {
 	return ""
 }
 
+func (x *Volume) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type CreateVolumeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	// Optional "VOL@SNAP": make the volume a thin clone of that snapshot;
 	// size_bytes may then be 0 (the snapshot's size) or larger.
-	FromSnapshot  string `protobuf:"bytes,3,opt,name=from_snapshot,json=fromSnapshot,proto3" json:"from_snapshot,omitempty"`
+	FromSnapshot string `protobuf:"bytes,3,opt,name=from_snapshot,json=fromSnapshot,proto3" json:"from_snapshot,omitempty"`
+	// Optional labels: at most 32; keys of 1 to 253 characters of a-z, A-Z,
+	// 0-9 and "._/-"; values of at most 253 printable ASCII characters.
+	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +230,13 @@ func (x *CreateVolumeRequest) GetFromSnapshot() string {
 		return x.FromSnapshot
 	}
 	return ""
+}
+
+func (x *CreateVolumeRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type ListVolumesRequest struct {
@@ -481,7 +501,9 @@ type CloneVolumeRequest struct {
 	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	Name   string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// 0 keeps the snapshot's size.
-	SizeBytes     int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Optional labels, as in CreateVolumeRequest.
+	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +557,13 @@ func (x *CloneVolumeRequest) GetSizeBytes() int64 {
 		return x.SizeBytes
 	}
 	return 0
+}
+
+func (x *CloneVolumeRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type RevertVolumeRequest struct {
@@ -1439,7 +1468,7 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x03\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1454,12 +1483,20 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06layers\x18\n" +
 	" \x01(\x05R\x06layers\x12\x14\n" +
-	"\x05state\x18\v \x01(\tR\x05state\"m\n" +
+	"\x05state\x18\v \x01(\tR\x05state\x125\n" +
+	"\x06labels\x18\x14 \x03(\v2\x1d.strata.v1.Volume.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12#\n" +
-	"\rfrom_snapshot\x18\x03 \x01(\tR\ffromSnapshot\"\x14\n" +
+	"\rfrom_snapshot\x18\x03 \x01(\tR\ffromSnapshot\x12B\n" +
+	"\x06labels\x18\x14 \x03(\v2*.strata.v1.CreateVolumeRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
 	"\x12ListVolumesRequest\"B\n" +
 	"\x13ListVolumesResponse\x12+\n" +
 	"\avolumes\x18\x01 \x03(\v2\x11.strata.v1.VolumeR\avolumes\"&\n" +
@@ -1471,12 +1508,16 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x13ResizeVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"_\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\xdd\x01\n" +
 	"\x12CloneVolumeRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\"E\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12A\n" +
+	"\x06labels\x18\x14 \x03(\v2).strata.v1.CloneVolumeRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
 	"\x13RevertVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\")\n" +
@@ -1570,7 +1611,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*Volume)(nil),                 // 0: strata.v1.Volume
 	(*CreateVolumeRequest)(nil),    // 1: strata.v1.CreateVolumeRequest
@@ -1597,49 +1638,55 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),       // 22: strata.v1.GetStatusRequest
 	(*Status)(nil),                 // 23: strata.v1.Status
 	(*Node)(nil),                   // 24: strata.v1.Node
-	nil,                            // 25: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	nil,                            // 25: strata.v1.Volume.LabelsEntry
+	nil,                            // 26: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                            // 27: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                            // 28: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	26, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	26, // 2: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
-	16, // 3: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
-	24, // 4: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	25, // 5: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
-	1,  // 6: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
-	2,  // 7: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
-	4,  // 8: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
-	5,  // 9: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
-	7,  // 10: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
-	8,  // 11: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
-	9,  // 12: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
-	10, // 13: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
-	12, // 14: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
-	14, // 15: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	17, // 16: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	18, // 17: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	20, // 18: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	22, // 19: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	0,  // 20: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	3,  // 21: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	0,  // 22: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	6,  // 23: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	0,  // 24: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	0,  // 25: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	0,  // 26: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	11, // 27: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	13, // 28: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	15, // 29: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	16, // 30: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	19, // 31: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	21, // 32: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	23, // 33: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	20, // [20:34] is the sub-list for method output_type
-	6,  // [6:20] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	29, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	25, // 1: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	26, // 2: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	0,  // 3: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
+	27, // 4: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	29, // 5: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	16, // 6: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
+	24, // 7: strata.v1.Status.nodes:type_name -> strata.v1.Node
+	28, // 8: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	1,  // 9: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
+	2,  // 10: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
+	4,  // 11: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
+	5,  // 12: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
+	7,  // 13: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
+	8,  // 14: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
+	9,  // 15: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
+	10, // 16: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
+	12, // 17: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
+	14, // 18: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
+	17, // 19: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	18, // 20: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	20, // 21: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	22, // 22: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	0,  // 23: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	3,  // 24: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	0,  // 25: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	6,  // 26: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	0,  // 27: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	0,  // 28: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	0,  // 29: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	11, // 30: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	13, // 31: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	15, // 32: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	16, // 33: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	19, // 34: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	21, // 35: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	23, // 36: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -1653,7 +1700,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

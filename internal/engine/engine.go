@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/qos"
 )
 
 // Replica is one copy of a volume's data: the local chain today, a remote
@@ -36,6 +37,9 @@ type Volume struct {
 	io       sync.RWMutex
 	closed   bool
 	replicas []Replica
+	// qos throttles I/O before it takes io, so that waiting requests hold
+	// up neither snapshots nor Close.
+	qos *limiter
 }
 
 // New returns the engine of volume name over its replicas; the first one is
@@ -44,8 +48,22 @@ func New(name string, replicas ...Replica) (*Volume, error) {
 	if len(replicas) == 0 {
 		return nil, fmt.Errorf("engine: volume %q has no replica: %w", name, errdefs.ErrFailedPrecondition)
 	}
-	return &Volume{name: name, replicas: replicas}, nil
+	return &Volume{name: name, replicas: replicas, qos: newLimiter(nil)}, nil
 }
+
+// SetLimits changes the volume's I/O limits, at once: requests waiting
+// under the old limits are re-evaluated against the new ones. The zero
+// Limits removes every limit. See qos.Limits for how requests are counted.
+func (v *Volume) SetLimits(l qos.Limits) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("engine: volume %q: %w", v.name, err)
+	}
+	v.qos.set(l)
+	return nil
+}
+
+// Limits returns the limits in force.
+func (v *Volume) Limits() qos.Limits { return v.qos.get() }
 
 // Name returns the volume's name.
 func (v *Volume) Name() string { return v.name }
@@ -59,6 +77,9 @@ func (v *Volume) Size() int64 {
 
 // ReadAt reads from the first replica.
 func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
+	if err := v.qos.acquire(dirRead, qos.Ops(len(p)), int64(len(p))); err != nil {
+		return 0, err
+	}
 	v.io.RLock()
 	defer v.io.RUnlock()
 	if v.closed {
@@ -69,6 +90,9 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt writes p to every replica and returns when all have it.
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
+	if err := v.qos.acquire(dirWrite, qos.Ops(len(p)), int64(len(p))); err != nil {
+		return 0, err
+	}
 	v.io.RLock()
 	defer v.io.RUnlock()
 	if v.closed {
@@ -81,7 +105,8 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// Flush makes every acknowledged write durable on every replica.
+// Flush makes every acknowledged write durable on every replica. It is
+// not limited by QoS: it moves no data.
 func (v *Volume) Flush() error {
 	v.io.RLock()
 	defer v.io.RUnlock()
@@ -91,8 +116,13 @@ func (v *Volume) Flush() error {
 	return v.each(Replica.Flush)
 }
 
-// Trim discards the range on every replica.
+// Trim discards the range on every replica. Under QoS it counts as one
+// write operation, whatever its length, and no bandwidth (so does
+// WriteZeroes).
 func (v *Volume) Trim(off, length int64) error {
+	if err := v.qos.acquire(dirWrite, 1, 0); err != nil {
+		return err
+	}
 	v.io.RLock()
 	defer v.io.RUnlock()
 	if v.closed {
@@ -103,6 +133,9 @@ func (v *Volume) Trim(off, length int64) error {
 
 // WriteZeroes zeroes the range on every replica.
 func (v *Volume) WriteZeroes(off, length int64) error {
+	if err := v.qos.acquire(dirWrite, 1, 0); err != nil {
+		return err
+	}
 	v.io.RLock()
 	defer v.io.RUnlock()
 	if v.closed {
@@ -135,9 +168,10 @@ func (v *Volume) Grow(size int64) error {
 	return v.each(func(r Replica) error { return r.Grow(size) })
 }
 
-// Close flushes and detaches the engine; later calls fail with ErrClosed.
-// Closing twice is a no-op.
+// Close flushes and detaches the engine; later calls fail with ErrClosed,
+// and so do requests waiting for their QoS limit. Closing twice is a no-op.
 func (v *Volume) Close() error {
+	v.qos.close()
 	v.io.Lock()
 	defer v.io.Unlock()
 	if v.closed {

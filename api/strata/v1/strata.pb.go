@@ -48,7 +48,9 @@ type Volume struct {
 	State string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
 	// Labels given at creation: free-form key/value metadata that tools use to
 	// find their volumes (the CSI driver records the claim a volume is for).
-	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// QoS limits in force; every field is set, 0 meaning no limit.
+	Qos           *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +169,87 @@ func (x *Volume) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Volume) GetQos() *QosLimits {
+	if x != nil {
+		return x.Qos
+	}
+	return nil
+}
+
+// QosLimits caps a volume's I/O. In a request a field left out means "as
+// is" (UpdateVolume) or "the cluster default" (clones) or "no limit"; 0
+// removes a limit. Reads and writes count against IOPS as one operation
+// per started MiB, and by their length against bandwidth; trim and
+// write-zeroes count as one write operation and no bandwidth; flush is not
+// limited.
+type QosLimits struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	MaxReadIops            *int64                 `protobuf:"varint,1,opt,name=max_read_iops,json=maxReadIops,proto3,oneof" json:"max_read_iops,omitempty"`
+	MaxWriteIops           *int64                 `protobuf:"varint,2,opt,name=max_write_iops,json=maxWriteIops,proto3,oneof" json:"max_write_iops,omitempty"`
+	MaxReadBytesPerSecond  *int64                 `protobuf:"varint,3,opt,name=max_read_bytes_per_second,json=maxReadBytesPerSecond,proto3,oneof" json:"max_read_bytes_per_second,omitempty"`
+	MaxWriteBytesPerSecond *int64                 `protobuf:"varint,4,opt,name=max_write_bytes_per_second,json=maxWriteBytesPerSecond,proto3,oneof" json:"max_write_bytes_per_second,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *QosLimits) Reset() {
+	*x = QosLimits{}
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QosLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QosLimits) ProtoMessage() {}
+
+func (x *QosLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QosLimits.ProtoReflect.Descriptor instead.
+func (*QosLimits) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *QosLimits) GetMaxReadIops() int64 {
+	if x != nil && x.MaxReadIops != nil {
+		return *x.MaxReadIops
+	}
+	return 0
+}
+
+func (x *QosLimits) GetMaxWriteIops() int64 {
+	if x != nil && x.MaxWriteIops != nil {
+		return *x.MaxWriteIops
+	}
+	return 0
+}
+
+func (x *QosLimits) GetMaxReadBytesPerSecond() int64 {
+	if x != nil && x.MaxReadBytesPerSecond != nil {
+		return *x.MaxReadBytesPerSecond
+	}
+	return 0
+}
+
+func (x *QosLimits) GetMaxWriteBytesPerSecond() int64 {
+	if x != nil && x.MaxWriteBytesPerSecond != nil {
+		return *x.MaxWriteBytesPerSecond
+	}
+	return 0
+}
+
 type CreateVolumeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -176,14 +259,17 @@ type CreateVolumeRequest struct {
 	FromSnapshot string `protobuf:"bytes,3,opt,name=from_snapshot,json=fromSnapshot,proto3" json:"from_snapshot,omitempty"`
 	// Optional labels: at most 32; keys of 1 to 253 characters of a-z, A-Z,
 	// 0-9 and "._/-"; values of at most 253 printable ASCII characters.
-	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional QoS limits. A clone (from_snapshot) gets the cluster's
+	// clone-default limits for the fields left out.
+	Qos           *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +281,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +294,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -239,6 +325,13 @@ func (x *CreateVolumeRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *CreateVolumeRequest) GetQos() *QosLimits {
+	if x != nil {
+		return x.Qos
+	}
+	return nil
+}
+
 type ListVolumesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -247,7 +340,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +352,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +365,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
 }
 
 type ListVolumesResponse struct {
@@ -284,7 +377,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +389,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +402,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*Volume {
@@ -328,7 +421,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +433,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +446,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetVolumeRequest) GetName() string {
@@ -372,7 +465,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +477,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +490,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -415,7 +508,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +520,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +533,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
 }
 
 type ResizeVolumeRequest struct {
@@ -453,7 +546,7 @@ type ResizeVolumeRequest struct {
 
 func (x *ResizeVolumeRequest) Reset() {
 	*x = ResizeVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +558,7 @@ func (x *ResizeVolumeRequest) String() string {
 func (*ResizeVolumeRequest) ProtoMessage() {}
 
 func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +571,7 @@ func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResizeVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResizeVolumeRequest) GetName() string {
@@ -503,14 +596,17 @@ type CloneVolumeRequest struct {
 	// 0 keeps the snapshot's size.
 	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	// Optional labels, as in CreateVolumeRequest.
-	Labels        map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional QoS limits; fields left out get the cluster's clone-default
+	// limits.
+	Qos           *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CloneVolumeRequest) Reset() {
 	*x = CloneVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +618,7 @@ func (x *CloneVolumeRequest) String() string {
 func (*CloneVolumeRequest) ProtoMessage() {}
 
 func (x *CloneVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +631,7 @@ func (x *CloneVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CloneVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CloneVolumeRequest) GetSource() string {
@@ -566,6 +662,66 @@ func (x *CloneVolumeRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *CloneVolumeRequest) GetQos() *QosLimits {
+	if x != nil {
+		return x.Qos
+	}
+	return nil
+}
+
+type UpdateVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The limits to change; fields left out keep their value.
+	Qos           *QosLimits `protobuf:"bytes,2,opt,name=qos,proto3" json:"qos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateVolumeRequest) Reset() {
+	*x = UpdateVolumeRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateVolumeRequest) ProtoMessage() {}
+
+func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UpdateVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateVolumeRequest) GetQos() *QosLimits {
+	if x != nil {
+		return x.Qos
+	}
+	return nil
+}
+
 type RevertVolumeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -576,7 +732,7 @@ type RevertVolumeRequest struct {
 
 func (x *RevertVolumeRequest) Reset() {
 	*x = RevertVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +744,7 @@ func (x *RevertVolumeRequest) String() string {
 func (*RevertVolumeRequest) ProtoMessage() {}
 
 func (x *RevertVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +757,7 @@ func (x *RevertVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertVolumeRequest.ProtoReflect.Descriptor instead.
 func (*RevertVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevertVolumeRequest) GetName() string {
@@ -627,7 +783,7 @@ type ExportVolumeRequest struct {
 
 func (x *ExportVolumeRequest) Reset() {
 	*x = ExportVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +795,7 @@ func (x *ExportVolumeRequest) String() string {
 func (*ExportVolumeRequest) ProtoMessage() {}
 
 func (x *ExportVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +808,7 @@ func (x *ExportVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ExportVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExportVolumeRequest) GetName() string {
@@ -672,7 +828,7 @@ type ExportVolumeResponse struct {
 
 func (x *ExportVolumeResponse) Reset() {
 	*x = ExportVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +840,7 @@ func (x *ExportVolumeResponse) String() string {
 func (*ExportVolumeResponse) ProtoMessage() {}
 
 func (x *ExportVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +853,7 @@ func (x *ExportVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportVolumeResponse.ProtoReflect.Descriptor instead.
 func (*ExportVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExportVolumeResponse) GetUri() string {
@@ -721,7 +877,7 @@ type MountVolumeRequest struct {
 
 func (x *MountVolumeRequest) Reset() {
 	*x = MountVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +889,7 @@ func (x *MountVolumeRequest) String() string {
 func (*MountVolumeRequest) ProtoMessage() {}
 
 func (x *MountVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +902,7 @@ func (x *MountVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountVolumeRequest.ProtoReflect.Descriptor instead.
 func (*MountVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MountVolumeRequest) GetName() string {
@@ -789,7 +945,7 @@ type MountVolumeResponse struct {
 
 func (x *MountVolumeResponse) Reset() {
 	*x = MountVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +957,7 @@ func (x *MountVolumeResponse) String() string {
 func (*MountVolumeResponse) ProtoMessage() {}
 
 func (x *MountVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +970,7 @@ func (x *MountVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountVolumeResponse.ProtoReflect.Descriptor instead.
 func (*MountVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MountVolumeResponse) GetTarget() string {
@@ -847,7 +1003,7 @@ type UnmountVolumeRequest struct {
 
 func (x *UnmountVolumeRequest) Reset() {
 	*x = UnmountVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1015,7 @@ func (x *UnmountVolumeRequest) String() string {
 func (*UnmountVolumeRequest) ProtoMessage() {}
 
 func (x *UnmountVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1028,7 @@ func (x *UnmountVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnmountVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnmountVolumeRequest) GetTarget() string {
@@ -891,7 +1047,7 @@ type UnmountVolumeResponse struct {
 
 func (x *UnmountVolumeResponse) Reset() {
 	*x = UnmountVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1059,7 @@ func (x *UnmountVolumeResponse) String() string {
 func (*UnmountVolumeResponse) ProtoMessage() {}
 
 func (x *UnmountVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1072,7 @@ func (x *UnmountVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnmountVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnmountVolumeResponse) GetVolume() string {
@@ -941,7 +1097,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1109,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1122,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Snapshot) GetVolume() string {
@@ -1015,7 +1171,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1183,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1196,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateSnapshotRequest) GetVolume() string {
@@ -1066,7 +1222,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1234,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1247,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListSnapshotsRequest) GetVolume() string {
@@ -1110,7 +1266,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1278,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1291,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -1155,7 +1311,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1323,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1336,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteSnapshotRequest) GetVolume() string {
@@ -1208,7 +1364,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1376,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1389,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteSnapshotResponse) GetKeptForClones() int32 {
@@ -1241,6 +1397,214 @@ func (x *DeleteSnapshotResponse) GetKeptForClones() int32 {
 		return x.KeptForClones
 	}
 	return 0
+}
+
+// Setting is a cluster setting. Keys:
+//
+//	clone-default-max-iops       IOPS limit of new clones, "READ,WRITE"
+//	clone-default-max-bandwidth  bandwidth limit of new clones in MiB/s, "READ,WRITE"
+//
+// One value sets both directions; "0" or "off" is no limit (the default).
+type Setting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Canonical text: "off", "500", "1000,500", "500,off".
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Setting) Reset() {
+	*x = Setting{}
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Setting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Setting) ProtoMessage() {}
+
+func (x *Setting) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Setting.ProtoReflect.Descriptor instead.
+func (*Setting) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Setting) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Setting) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Setting) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type SetSettingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettingRequest) Reset() {
+	*x = SetSettingRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettingRequest) ProtoMessage() {}
+
+func (x *SetSettingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettingRequest.ProtoReflect.Descriptor instead.
+func (*SetSettingRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetSettingRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetSettingRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type GetSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys to return; every setting when empty.
+	Keys          []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsRequest) Reset() {
+	*x = GetSettingsRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsRequest) ProtoMessage() {}
+
+func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetSettingsRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type GetSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      []*Setting             `protobuf:"bytes,1,rep,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsResponse) Reset() {
+	*x = GetSettingsResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsResponse) ProtoMessage() {}
+
+func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetSettingsResponse) GetSettings() []*Setting {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
 }
 
 type GetStatusRequest struct {
@@ -1251,7 +1615,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1627,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1640,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 type Status struct {
@@ -1293,7 +1657,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1669,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1682,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Status) GetVersion() string {
@@ -1380,7 +1744,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1756,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1769,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Node) GetName() string {
@@ -1468,7 +1832,7 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x03\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x04\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1484,16 +1848,27 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06layers\x18\n" +
 	" \x01(\x05R\x06layers\x12\x14\n" +
 	"\x05state\x18\v \x01(\tR\x05state\x125\n" +
-	"\x06labels\x18\x14 \x03(\v2\x1d.strata.v1.Volume.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x14 \x03(\v2\x1d.strata.v1.Volume.LabelsEntryR\x06labels\x12&\n" +
+	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x02\n" +
+	"\tQosLimits\x12'\n" +
+	"\rmax_read_iops\x18\x01 \x01(\x03H\x00R\vmaxReadIops\x88\x01\x01\x12)\n" +
+	"\x0emax_write_iops\x18\x02 \x01(\x03H\x01R\fmaxWriteIops\x88\x01\x01\x12=\n" +
+	"\x19max_read_bytes_per_second\x18\x03 \x01(\x03H\x02R\x15maxReadBytesPerSecond\x88\x01\x01\x12?\n" +
+	"\x1amax_write_bytes_per_second\x18\x04 \x01(\x03H\x03R\x16maxWriteBytesPerSecond\x88\x01\x01B\x10\n" +
+	"\x0e_max_read_iopsB\x11\n" +
+	"\x0f_max_write_iopsB\x1c\n" +
+	"\x1a_max_read_bytes_per_secondB\x1d\n" +
+	"\x1b_max_write_bytes_per_second\"\x94\x02\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12#\n" +
 	"\rfrom_snapshot\x18\x03 \x01(\tR\ffromSnapshot\x12B\n" +
-	"\x06labels\x18\x14 \x03(\v2*.strata.v1.CreateVolumeRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x14 \x03(\v2*.strata.v1.CreateVolumeRequest.LabelsEntryR\x06labels\x12&\n" +
+	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
@@ -1508,16 +1883,20 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x13ResizeVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\xdd\x01\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\x85\x02\n" +
 	"\x12CloneVolumeRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12A\n" +
-	"\x06labels\x18\x14 \x03(\v2).strata.v1.CloneVolumeRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x14 \x03(\v2).strata.v1.CloneVolumeRequest.LabelsEntryR\x06labels\x12&\n" +
+	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Q\n" +
+	"\x13UpdateVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x03qos\x18\x02 \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\"E\n" +
 	"\x13RevertVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\")\n" +
@@ -1557,7 +1936,18 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"@\n" +
 	"\x16DeleteSnapshotResponse\x12&\n" +
-	"\x0fkept_for_clones\x18\x01 \x01(\x05R\rkeptForClones\"\x12\n" +
+	"\x0fkept_for_clones\x18\x01 \x01(\x05R\rkeptForClones\"S\n" +
+	"\aSetting\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\";\n" +
+	"\x11SetSettingRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"(\n" +
+	"\x12GetSettingsRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"E\n" +
+	"\x13GetSettingsResponse\x12.\n" +
+	"\bsettings\x18\x01 \x03(\v2\x12.strata.v1.SettingR\bsettings\"\x12\n" +
 	"\x10GetStatusRequest\"\xd9\x01\n" +
 	"\x06Status\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1d\n" +
@@ -1580,7 +1970,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xe8\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xab\x06\n" +
 	"\rVolumeService\x12A\n" +
 	"\fCreateVolume\x12\x1e.strata.v1.CreateVolumeRequest\x1a\x11.strata.v1.Volume\x12L\n" +
 	"\vListVolumes\x12\x1d.strata.v1.ListVolumesRequest\x1a\x1e.strata.v1.ListVolumesResponse\x12;\n" +
@@ -1591,13 +1981,17 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\fRevertVolume\x12\x1e.strata.v1.RevertVolumeRequest\x1a\x11.strata.v1.Volume\x12O\n" +
 	"\fExportVolume\x12\x1e.strata.v1.ExportVolumeRequest\x1a\x1f.strata.v1.ExportVolumeResponse\x12L\n" +
 	"\vMountVolume\x12\x1d.strata.v1.MountVolumeRequest\x1a\x1e.strata.v1.MountVolumeResponse\x12R\n" +
-	"\rUnmountVolume\x12\x1f.strata.v1.UnmountVolumeRequest\x1a .strata.v1.UnmountVolumeResponse2\x85\x02\n" +
+	"\rUnmountVolume\x12\x1f.strata.v1.UnmountVolumeRequest\x1a .strata.v1.UnmountVolumeResponse\x12A\n" +
+	"\fUpdateVolume\x12\x1e.strata.v1.UpdateVolumeRequest\x1a\x11.strata.v1.Volume2\x85\x02\n" +
 	"\x0fSnapshotService\x12G\n" +
 	"\x0eCreateSnapshot\x12 .strata.v1.CreateSnapshotRequest\x1a\x13.strata.v1.Snapshot\x12R\n" +
 	"\rListSnapshots\x12\x1f.strata.v1.ListSnapshotsRequest\x1a .strata.v1.ListSnapshotsResponse\x12U\n" +
-	"\x0eDeleteSnapshot\x12 .strata.v1.DeleteSnapshotRequest\x1a!.strata.v1.DeleteSnapshotResponse2M\n" +
+	"\x0eDeleteSnapshot\x12 .strata.v1.DeleteSnapshotRequest\x1a!.strata.v1.DeleteSnapshotResponse2\xdb\x01\n" +
 	"\x0eClusterService\x12;\n" +
-	"\tGetStatus\x12\x1b.strata.v1.GetStatusRequest\x1a\x11.strata.v1.StatusB9Z7github.com/strata-storage/strata/api/strata/v1;stratav1b\x06proto3"
+	"\tGetStatus\x12\x1b.strata.v1.GetStatusRequest\x1a\x11.strata.v1.Status\x12>\n" +
+	"\n" +
+	"SetSetting\x12\x1c.strata.v1.SetSettingRequest\x1a\x12.strata.v1.Setting\x12L\n" +
+	"\vGetSettings\x12\x1d.strata.v1.GetSettingsRequest\x1a\x1e.strata.v1.GetSettingsResponseB9Z7github.com/strata-storage/strata/api/strata/v1;stratav1b\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -1611,82 +2005,99 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*Volume)(nil),                 // 0: strata.v1.Volume
-	(*CreateVolumeRequest)(nil),    // 1: strata.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),     // 2: strata.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),    // 3: strata.v1.ListVolumesResponse
-	(*GetVolumeRequest)(nil),       // 4: strata.v1.GetVolumeRequest
-	(*DeleteVolumeRequest)(nil),    // 5: strata.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),   // 6: strata.v1.DeleteVolumeResponse
-	(*ResizeVolumeRequest)(nil),    // 7: strata.v1.ResizeVolumeRequest
-	(*CloneVolumeRequest)(nil),     // 8: strata.v1.CloneVolumeRequest
-	(*RevertVolumeRequest)(nil),    // 9: strata.v1.RevertVolumeRequest
-	(*ExportVolumeRequest)(nil),    // 10: strata.v1.ExportVolumeRequest
-	(*ExportVolumeResponse)(nil),   // 11: strata.v1.ExportVolumeResponse
-	(*MountVolumeRequest)(nil),     // 12: strata.v1.MountVolumeRequest
-	(*MountVolumeResponse)(nil),    // 13: strata.v1.MountVolumeResponse
-	(*UnmountVolumeRequest)(nil),   // 14: strata.v1.UnmountVolumeRequest
-	(*UnmountVolumeResponse)(nil),  // 15: strata.v1.UnmountVolumeResponse
-	(*Snapshot)(nil),               // 16: strata.v1.Snapshot
-	(*CreateSnapshotRequest)(nil),  // 17: strata.v1.CreateSnapshotRequest
-	(*ListSnapshotsRequest)(nil),   // 18: strata.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),  // 19: strata.v1.ListSnapshotsResponse
-	(*DeleteSnapshotRequest)(nil),  // 20: strata.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil), // 21: strata.v1.DeleteSnapshotResponse
-	(*GetStatusRequest)(nil),       // 22: strata.v1.GetStatusRequest
-	(*Status)(nil),                 // 23: strata.v1.Status
-	(*Node)(nil),                   // 24: strata.v1.Node
-	nil,                            // 25: strata.v1.Volume.LabelsEntry
-	nil,                            // 26: strata.v1.CreateVolumeRequest.LabelsEntry
-	nil,                            // 27: strata.v1.CloneVolumeRequest.LabelsEntry
-	nil,                            // 28: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(*QosLimits)(nil),              // 1: strata.v1.QosLimits
+	(*CreateVolumeRequest)(nil),    // 2: strata.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),     // 3: strata.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),    // 4: strata.v1.ListVolumesResponse
+	(*GetVolumeRequest)(nil),       // 5: strata.v1.GetVolumeRequest
+	(*DeleteVolumeRequest)(nil),    // 6: strata.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),   // 7: strata.v1.DeleteVolumeResponse
+	(*ResizeVolumeRequest)(nil),    // 8: strata.v1.ResizeVolumeRequest
+	(*CloneVolumeRequest)(nil),     // 9: strata.v1.CloneVolumeRequest
+	(*UpdateVolumeRequest)(nil),    // 10: strata.v1.UpdateVolumeRequest
+	(*RevertVolumeRequest)(nil),    // 11: strata.v1.RevertVolumeRequest
+	(*ExportVolumeRequest)(nil),    // 12: strata.v1.ExportVolumeRequest
+	(*ExportVolumeResponse)(nil),   // 13: strata.v1.ExportVolumeResponse
+	(*MountVolumeRequest)(nil),     // 14: strata.v1.MountVolumeRequest
+	(*MountVolumeResponse)(nil),    // 15: strata.v1.MountVolumeResponse
+	(*UnmountVolumeRequest)(nil),   // 16: strata.v1.UnmountVolumeRequest
+	(*UnmountVolumeResponse)(nil),  // 17: strata.v1.UnmountVolumeResponse
+	(*Snapshot)(nil),               // 18: strata.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),  // 19: strata.v1.CreateSnapshotRequest
+	(*ListSnapshotsRequest)(nil),   // 20: strata.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),  // 21: strata.v1.ListSnapshotsResponse
+	(*DeleteSnapshotRequest)(nil),  // 22: strata.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil), // 23: strata.v1.DeleteSnapshotResponse
+	(*Setting)(nil),                // 24: strata.v1.Setting
+	(*SetSettingRequest)(nil),      // 25: strata.v1.SetSettingRequest
+	(*GetSettingsRequest)(nil),     // 26: strata.v1.GetSettingsRequest
+	(*GetSettingsResponse)(nil),    // 27: strata.v1.GetSettingsResponse
+	(*GetStatusRequest)(nil),       // 28: strata.v1.GetStatusRequest
+	(*Status)(nil),                 // 29: strata.v1.Status
+	(*Node)(nil),                   // 30: strata.v1.Node
+	nil,                            // 31: strata.v1.Volume.LabelsEntry
+	nil,                            // 32: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                            // 33: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                            // 34: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	29, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	25, // 1: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
-	26, // 2: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
-	0,  // 3: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	27, // 4: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
-	29, // 5: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
-	16, // 6: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
-	24, // 7: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	28, // 8: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
-	1,  // 9: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
-	2,  // 10: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
-	4,  // 11: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
-	5,  // 12: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
-	7,  // 13: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
-	8,  // 14: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
-	9,  // 15: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
-	10, // 16: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
-	12, // 17: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
-	14, // 18: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	17, // 19: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	18, // 20: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	20, // 21: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	22, // 22: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	0,  // 23: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	3,  // 24: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	0,  // 25: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	6,  // 26: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	0,  // 27: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	0,  // 28: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	0,  // 29: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	11, // 30: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	13, // 31: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	15, // 32: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	16, // 33: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	19, // 34: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	21, // 35: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	23, // 36: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	23, // [23:37] is the sub-list for method output_type
-	9,  // [9:23] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	35, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	31, // 1: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	1,  // 2: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
+	32, // 3: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	1,  // 4: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	0,  // 5: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
+	33, // 6: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	1,  // 7: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	1,  // 8: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	35, // 9: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	18, // 10: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
+	24, // 11: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
+	30, // 12: strata.v1.Status.nodes:type_name -> strata.v1.Node
+	34, // 13: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	2,  // 14: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
+	3,  // 15: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
+	5,  // 16: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
+	6,  // 17: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
+	8,  // 18: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
+	9,  // 19: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
+	11, // 20: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
+	12, // 21: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
+	14, // 22: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
+	16, // 23: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
+	10, // 24: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
+	19, // 25: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	20, // 26: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	22, // 27: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	28, // 28: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	25, // 29: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
+	26, // 30: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
+	0,  // 31: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	4,  // 32: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	0,  // 33: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	7,  // 34: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	0,  // 35: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	0,  // 36: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	0,  // 37: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	13, // 38: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	15, // 39: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	17, // 40: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	0,  // 41: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
+	18, // 42: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	21, // 43: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	23, // 44: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	29, // 45: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	24, // 46: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
+	27, // 47: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
+	31, // [31:48] is the sub-list for method output_type
+	14, // [14:31] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -1694,13 +2105,14 @@ func file_strata_v1_strata_proto_init() {
 	if File_strata_v1_strata_proto != nil {
 		return
 	}
+	file_strata_v1_strata_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -33,6 +33,7 @@ const (
 	VolumeService_ExportVolume_FullMethodName  = "/strata.v1.VolumeService/ExportVolume"
 	VolumeService_MountVolume_FullMethodName   = "/strata.v1.VolumeService/MountVolume"
 	VolumeService_UnmountVolume_FullMethodName = "/strata.v1.VolumeService/UnmountVolume"
+	VolumeService_UpdateVolume_FullMethodName  = "/strata.v1.VolumeService/UpdateVolume"
 )
 
 // VolumeServiceClient is the client API for VolumeService service.
@@ -64,6 +65,10 @@ type VolumeServiceClient interface {
 	MountVolume(ctx context.Context, in *MountVolumeRequest, opts ...grpc.CallOption) (*MountVolumeResponse, error)
 	// UnmountVolume undoes MountVolume.
 	UnmountVolume(ctx context.Context, in *UnmountVolumeRequest, opts ...grpc.CallOption) (*UnmountVolumeResponse, error)
+	// UpdateVolume changes a volume's QoS limits, online: a running engine
+	// applies them at once, requests already waiting included. A field left
+	// out keeps its value; 0 removes a limit. Idempotent.
+	UpdateVolume(ctx context.Context, in *UpdateVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
 }
 
 type volumeServiceClient struct {
@@ -174,6 +179,16 @@ func (c *volumeServiceClient) UnmountVolume(ctx context.Context, in *UnmountVolu
 	return out, nil
 }
 
+func (c *volumeServiceClient) UpdateVolume(ctx context.Context, in *UpdateVolumeRequest, opts ...grpc.CallOption) (*Volume, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Volume)
+	err := c.cc.Invoke(ctx, VolumeService_UpdateVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServiceServer is the server API for VolumeService service.
 // All implementations must embed UnimplementedVolumeServiceServer
 // for forward compatibility.
@@ -203,6 +218,10 @@ type VolumeServiceServer interface {
 	MountVolume(context.Context, *MountVolumeRequest) (*MountVolumeResponse, error)
 	// UnmountVolume undoes MountVolume.
 	UnmountVolume(context.Context, *UnmountVolumeRequest) (*UnmountVolumeResponse, error)
+	// UpdateVolume changes a volume's QoS limits, online: a running engine
+	// applies them at once, requests already waiting included. A field left
+	// out keeps its value; 0 removes a limit. Idempotent.
+	UpdateVolume(context.Context, *UpdateVolumeRequest) (*Volume, error)
 	mustEmbedUnimplementedVolumeServiceServer()
 }
 
@@ -242,6 +261,9 @@ func (UnimplementedVolumeServiceServer) MountVolume(context.Context, *MountVolum
 }
 func (UnimplementedVolumeServiceServer) UnmountVolume(context.Context, *UnmountVolumeRequest) (*UnmountVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnmountVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) UpdateVolume(context.Context, *UpdateVolumeRequest) (*Volume, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateVolume not implemented")
 }
 func (UnimplementedVolumeServiceServer) mustEmbedUnimplementedVolumeServiceServer() {}
 func (UnimplementedVolumeServiceServer) testEmbeddedByValue()                       {}
@@ -444,6 +466,24 @@ func _VolumeService_UnmountVolume_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VolumeService_UpdateVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).UpdateVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_UpdateVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).UpdateVolume(ctx, req.(*UpdateVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VolumeService_ServiceDesc is the grpc.ServiceDesc for VolumeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -490,6 +530,10 @@ var VolumeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnmountVolume",
 			Handler:    _VolumeService_UnmountVolume_Handler,
+		},
+		{
+			MethodName: "UpdateVolume",
+			Handler:    _VolumeService_UpdateVolume_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -687,7 +731,9 @@ var SnapshotService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_GetStatus_FullMethodName = "/strata.v1.ClusterService/GetStatus"
+	ClusterService_GetStatus_FullMethodName   = "/strata.v1.ClusterService/GetStatus"
+	ClusterService_SetSetting_FullMethodName  = "/strata.v1.ClusterService/SetSetting"
+	ClusterService_GetSettings_FullMethodName = "/strata.v1.ClusterService/GetSettings"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -697,6 +743,11 @@ const (
 // ClusterService reports on the cluster and its nodes.
 type ClusterServiceClient interface {
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*Status, error)
+	// SetSetting sets a cluster setting; unknown keys and bad values are
+	// InvalidArgument. See Setting for the keys.
+	SetSetting(ctx context.Context, in *SetSettingRequest, opts ...grpc.CallOption) (*Setting, error)
+	// GetSettings returns the named cluster settings, or every one.
+	GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -717,6 +768,26 @@ func (c *clusterServiceClient) GetStatus(ctx context.Context, in *GetStatusReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) SetSetting(ctx context.Context, in *SetSettingRequest, opts ...grpc.CallOption) (*Setting, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Setting)
+	err := c.cc.Invoke(ctx, ClusterService_SetSetting_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSettingsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -724,6 +795,11 @@ func (c *clusterServiceClient) GetStatus(ctx context.Context, in *GetStatusReque
 // ClusterService reports on the cluster and its nodes.
 type ClusterServiceServer interface {
 	GetStatus(context.Context, *GetStatusRequest) (*Status, error)
+	// SetSetting sets a cluster setting; unknown keys and bad values are
+	// InvalidArgument. See Setting for the keys.
+	SetSetting(context.Context, *SetSettingRequest) (*Setting, error)
+	// GetSettings returns the named cluster settings, or every one.
+	GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -736,6 +812,12 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) GetStatus(context.Context, *GetStatusRequest) (*Status, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) SetSetting(context.Context, *SetSettingRequest) (*Setting, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSetting not implemented")
+}
+func (UnimplementedClusterServiceServer) GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSettings not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -776,6 +858,42 @@ func _ClusterService_GetStatus_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_SetSetting_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSettingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).SetSetting(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_SetSetting_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).SetSetting(ctx, req.(*SetSettingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_GetSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetSettings(ctx, req.(*GetSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -786,6 +904,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _ClusterService_GetStatus_Handler,
+		},
+		{
+			MethodName: "SetSetting",
+			Handler:    _ClusterService_SetSetting_Handler,
+		},
+		{
+			MethodName: "GetSettings",
+			Handler:    _ClusterService_GetSettings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

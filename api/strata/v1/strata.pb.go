@@ -50,7 +50,9 @@ type Volume struct {
 	// find their volumes (the CSI driver records the claim a volume is for).
 	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// QoS limits in force; every field is set, 0 meaning no limit.
-	Qos           *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
+	Qos *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
+	// Block devices the volume is mapped at on its node (MapVolume).
+	Devices       []string `protobuf:"bytes,40,rep,name=devices,proto3" json:"devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -172,6 +174,13 @@ func (x *Volume) GetLabels() map[string]string {
 func (x *Volume) GetQos() *QosLimits {
 	if x != nil {
 		return x.Qos
+	}
+	return nil
+}
+
+func (x *Volume) GetDevices() []string {
+	if x != nil {
+		return x.Devices
 	}
 	return nil
 }
@@ -1082,6 +1091,192 @@ func (x *UnmountVolumeResponse) GetVolume() string {
 	return ""
 }
 
+type MapVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Map the device read-only.
+	ReadOnly      bool `protobuf:"varint,2,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapVolumeRequest) Reset() {
+	*x = MapVolumeRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapVolumeRequest) ProtoMessage() {}
+
+func (x *MapVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapVolumeRequest.ProtoReflect.Descriptor instead.
+func (*MapVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MapVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MapVolumeRequest) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type MapVolumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Block device of the volume on its node, e.g. /dev/loop3.
+	Device        string `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	ReadOnly      bool   `protobuf:"varint,2,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapVolumeResponse) Reset() {
+	*x = MapVolumeResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapVolumeResponse) ProtoMessage() {}
+
+func (x *MapVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapVolumeResponse.ProtoReflect.Descriptor instead.
+func (*MapVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MapVolumeResponse) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *MapVolumeResponse) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+type UnmapVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmapVolumeRequest) Reset() {
+	*x = UnmapVolumeRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmapVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmapVolumeRequest) ProtoMessage() {}
+
+func (x *UnmapVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmapVolumeRequest.ProtoReflect.Descriptor instead.
+func (*UnmapVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UnmapVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UnmapVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmapVolumeResponse) Reset() {
+	*x = UnmapVolumeResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmapVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmapVolumeResponse) ProtoMessage() {}
+
+func (x *UnmapVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmapVolumeResponse.ProtoReflect.Descriptor instead.
+func (*UnmapVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+}
+
 type Snapshot struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Volume string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
@@ -1097,7 +1292,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1304,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1317,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Snapshot) GetVolume() string {
@@ -1171,7 +1366,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1378,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1391,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateSnapshotRequest) GetVolume() string {
@@ -1222,7 +1417,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1429,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1442,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSnapshotsRequest) GetVolume() string {
@@ -1266,7 +1461,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1473,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1486,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -1311,7 +1506,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1518,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1531,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteSnapshotRequest) GetVolume() string {
@@ -1364,7 +1559,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1571,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1584,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteSnapshotResponse) GetKeptForClones() int32 {
@@ -1417,7 +1612,7 @@ type Setting struct {
 
 func (x *Setting) Reset() {
 	*x = Setting{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1624,7 @@ func (x *Setting) String() string {
 func (*Setting) ProtoMessage() {}
 
 func (x *Setting) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1637,7 @@ func (x *Setting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Setting.ProtoReflect.Descriptor instead.
 func (*Setting) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Setting) GetKey() string {
@@ -1476,7 +1671,7 @@ type SetSettingRequest struct {
 
 func (x *SetSettingRequest) Reset() {
 	*x = SetSettingRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1683,7 @@ func (x *SetSettingRequest) String() string {
 func (*SetSettingRequest) ProtoMessage() {}
 
 func (x *SetSettingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1696,7 @@ func (x *SetSettingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetSettingRequest) GetKey() string {
@@ -1528,7 +1723,7 @@ type GetSettingsRequest struct {
 
 func (x *GetSettingsRequest) Reset() {
 	*x = GetSettingsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1735,7 @@ func (x *GetSettingsRequest) String() string {
 func (*GetSettingsRequest) ProtoMessage() {}
 
 func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1748,7 @@ func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetSettingsRequest) GetKeys() []string {
@@ -1572,7 +1767,7 @@ type GetSettingsResponse struct {
 
 func (x *GetSettingsResponse) Reset() {
 	*x = GetSettingsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1779,7 @@ func (x *GetSettingsResponse) String() string {
 func (*GetSettingsResponse) ProtoMessage() {}
 
 func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1792,7 @@ func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetSettingsResponse) GetSettings() []*Setting {
@@ -1615,7 +1810,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1822,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1835,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 type Status struct {
@@ -1657,7 +1852,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1864,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1877,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Status) GetVersion() string {
@@ -1744,7 +1939,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1951,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1964,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Node) GetName() string {
@@ -1832,7 +2027,7 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x04\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x04\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1849,7 +2044,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	" \x01(\x05R\x06layers\x12\x14\n" +
 	"\x05state\x18\v \x01(\tR\x05state\x125\n" +
 	"\x06labels\x18\x14 \x03(\v2\x1d.strata.v1.Volume.LabelsEntryR\x06labels\x12&\n" +
-	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
+	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x12\x18\n" +
+	"\adevices\x18( \x03(\tR\adevices\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x02\n" +
@@ -1916,7 +2112,16 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x14UnmountVolumeRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\"/\n" +
 	"\x15UnmountVolumeResponse\x12\x16\n" +
-	"\x06volume\x18\x01 \x01(\tR\x06volume\"\xa8\x01\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\"C\n" +
+	"\x10MapVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tread_only\x18\x02 \x01(\bR\breadOnly\"H\n" +
+	"\x11MapVolumeResponse\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x1b\n" +
+	"\tread_only\x18\x02 \x01(\bR\breadOnly\"(\n" +
+	"\x12UnmapVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13UnmapVolumeResponse\"\xa8\x01\n" +
 	"\bSnapshot\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -1970,7 +2175,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xab\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xc1\a\n" +
 	"\rVolumeService\x12A\n" +
 	"\fCreateVolume\x12\x1e.strata.v1.CreateVolumeRequest\x1a\x11.strata.v1.Volume\x12L\n" +
 	"\vListVolumes\x12\x1d.strata.v1.ListVolumesRequest\x1a\x1e.strata.v1.ListVolumesResponse\x12;\n" +
@@ -1981,7 +2186,9 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\fRevertVolume\x12\x1e.strata.v1.RevertVolumeRequest\x1a\x11.strata.v1.Volume\x12O\n" +
 	"\fExportVolume\x12\x1e.strata.v1.ExportVolumeRequest\x1a\x1f.strata.v1.ExportVolumeResponse\x12L\n" +
 	"\vMountVolume\x12\x1d.strata.v1.MountVolumeRequest\x1a\x1e.strata.v1.MountVolumeResponse\x12R\n" +
-	"\rUnmountVolume\x12\x1f.strata.v1.UnmountVolumeRequest\x1a .strata.v1.UnmountVolumeResponse\x12A\n" +
+	"\rUnmountVolume\x12\x1f.strata.v1.UnmountVolumeRequest\x1a .strata.v1.UnmountVolumeResponse\x12F\n" +
+	"\tMapVolume\x12\x1b.strata.v1.MapVolumeRequest\x1a\x1c.strata.v1.MapVolumeResponse\x12L\n" +
+	"\vUnmapVolume\x12\x1d.strata.v1.UnmapVolumeRequest\x1a\x1e.strata.v1.UnmapVolumeResponse\x12A\n" +
 	"\fUpdateVolume\x12\x1e.strata.v1.UpdateVolumeRequest\x1a\x11.strata.v1.Volume2\x85\x02\n" +
 	"\x0fSnapshotService\x12G\n" +
 	"\x0eCreateSnapshot\x12 .strata.v1.CreateSnapshotRequest\x1a\x13.strata.v1.Snapshot\x12R\n" +
@@ -2005,7 +2212,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*Volume)(nil),                 // 0: strata.v1.Volume
 	(*QosLimits)(nil),              // 1: strata.v1.QosLimits
@@ -2025,40 +2232,44 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*MountVolumeResponse)(nil),    // 15: strata.v1.MountVolumeResponse
 	(*UnmountVolumeRequest)(nil),   // 16: strata.v1.UnmountVolumeRequest
 	(*UnmountVolumeResponse)(nil),  // 17: strata.v1.UnmountVolumeResponse
-	(*Snapshot)(nil),               // 18: strata.v1.Snapshot
-	(*CreateSnapshotRequest)(nil),  // 19: strata.v1.CreateSnapshotRequest
-	(*ListSnapshotsRequest)(nil),   // 20: strata.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),  // 21: strata.v1.ListSnapshotsResponse
-	(*DeleteSnapshotRequest)(nil),  // 22: strata.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil), // 23: strata.v1.DeleteSnapshotResponse
-	(*Setting)(nil),                // 24: strata.v1.Setting
-	(*SetSettingRequest)(nil),      // 25: strata.v1.SetSettingRequest
-	(*GetSettingsRequest)(nil),     // 26: strata.v1.GetSettingsRequest
-	(*GetSettingsResponse)(nil),    // 27: strata.v1.GetSettingsResponse
-	(*GetStatusRequest)(nil),       // 28: strata.v1.GetStatusRequest
-	(*Status)(nil),                 // 29: strata.v1.Status
-	(*Node)(nil),                   // 30: strata.v1.Node
-	nil,                            // 31: strata.v1.Volume.LabelsEntry
-	nil,                            // 32: strata.v1.CreateVolumeRequest.LabelsEntry
-	nil,                            // 33: strata.v1.CloneVolumeRequest.LabelsEntry
-	nil,                            // 34: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
+	(*MapVolumeRequest)(nil),       // 18: strata.v1.MapVolumeRequest
+	(*MapVolumeResponse)(nil),      // 19: strata.v1.MapVolumeResponse
+	(*UnmapVolumeRequest)(nil),     // 20: strata.v1.UnmapVolumeRequest
+	(*UnmapVolumeResponse)(nil),    // 21: strata.v1.UnmapVolumeResponse
+	(*Snapshot)(nil),               // 22: strata.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),  // 23: strata.v1.CreateSnapshotRequest
+	(*ListSnapshotsRequest)(nil),   // 24: strata.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),  // 25: strata.v1.ListSnapshotsResponse
+	(*DeleteSnapshotRequest)(nil),  // 26: strata.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil), // 27: strata.v1.DeleteSnapshotResponse
+	(*Setting)(nil),                // 28: strata.v1.Setting
+	(*SetSettingRequest)(nil),      // 29: strata.v1.SetSettingRequest
+	(*GetSettingsRequest)(nil),     // 30: strata.v1.GetSettingsRequest
+	(*GetSettingsResponse)(nil),    // 31: strata.v1.GetSettingsResponse
+	(*GetStatusRequest)(nil),       // 32: strata.v1.GetStatusRequest
+	(*Status)(nil),                 // 33: strata.v1.Status
+	(*Node)(nil),                   // 34: strata.v1.Node
+	nil,                            // 35: strata.v1.Volume.LabelsEntry
+	nil,                            // 36: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                            // 37: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                            // 38: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 39: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	35, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	31, // 1: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	39, // 0: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	35, // 1: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
 	1,  // 2: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
-	32, // 3: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	36, // 3: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
 	1,  // 4: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	0,  // 5: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	33, // 6: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	37, // 6: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
 	1,  // 7: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	1,  // 8: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	35, // 9: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
-	18, // 10: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
-	24, // 11: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
-	30, // 12: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	34, // 13: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	39, // 9: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	22, // 10: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
+	28, // 11: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
+	34, // 12: strata.v1.Status.nodes:type_name -> strata.v1.Node
+	38, // 13: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
 	2,  // 14: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
 	3,  // 15: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
 	5,  // 16: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
@@ -2069,32 +2280,36 @@ var file_strata_v1_strata_proto_depIdxs = []int32{
 	12, // 21: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
 	14, // 22: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
 	16, // 23: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	10, // 24: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
-	19, // 25: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	20, // 26: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	22, // 27: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	28, // 28: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	25, // 29: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
-	26, // 30: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
-	0,  // 31: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	4,  // 32: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	0,  // 33: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	7,  // 34: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	0,  // 35: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	0,  // 36: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	0,  // 37: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	13, // 38: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	15, // 39: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	17, // 40: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	0,  // 41: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
-	18, // 42: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	21, // 43: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	23, // 44: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	29, // 45: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	24, // 46: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
-	27, // 47: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
-	31, // [31:48] is the sub-list for method output_type
-	14, // [14:31] is the sub-list for method input_type
+	18, // 24: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
+	20, // 25: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
+	10, // 26: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
+	23, // 27: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	24, // 28: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	26, // 29: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	32, // 30: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	29, // 31: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
+	30, // 32: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
+	0,  // 33: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	4,  // 34: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	0,  // 35: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	7,  // 36: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	0,  // 37: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	0,  // 38: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	0,  // 39: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	13, // 40: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	15, // 41: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	17, // 42: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	19, // 43: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
+	21, // 44: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
+	0,  // 45: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
+	22, // 46: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	25, // 47: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	27, // 48: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	33, // 49: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	28, // 50: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
+	31, // 51: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
+	33, // [33:52] is the sub-list for method output_type
+	14, // [14:33] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2112,7 +2327,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -33,6 +33,8 @@ const (
 	VolumeService_ExportVolume_FullMethodName  = "/strata.v1.VolumeService/ExportVolume"
 	VolumeService_MountVolume_FullMethodName   = "/strata.v1.VolumeService/MountVolume"
 	VolumeService_UnmountVolume_FullMethodName = "/strata.v1.VolumeService/UnmountVolume"
+	VolumeService_MapVolume_FullMethodName     = "/strata.v1.VolumeService/MapVolume"
+	VolumeService_UnmapVolume_FullMethodName   = "/strata.v1.VolumeService/UnmapVolume"
 	VolumeService_UpdateVolume_FullMethodName  = "/strata.v1.VolumeService/UpdateVolume"
 )
 
@@ -65,6 +67,13 @@ type VolumeServiceClient interface {
 	MountVolume(ctx context.Context, in *MountVolumeRequest, opts ...grpc.CallOption) (*MountVolumeResponse, error)
 	// UnmountVolume undoes MountVolume.
 	UnmountVolume(ctx context.Context, in *UnmountVolumeRequest, opts ...grpc.CallOption) (*UnmountVolumeResponse, error)
+	// MapVolume makes the volume a block device of the node (a loop device
+	// over the volume's FUSE file), with no filesystem made or mounted: raw
+	// block access, as the CSI driver's block volumes need. Mapping a mapped
+	// volume returns its device; a mounted volume cannot be mapped.
+	MapVolume(ctx context.Context, in *MapVolumeRequest, opts ...grpc.CallOption) (*MapVolumeResponse, error)
+	// UnmapVolume undoes MapVolume; refused while the device is open.
+	UnmapVolume(ctx context.Context, in *UnmapVolumeRequest, opts ...grpc.CallOption) (*UnmapVolumeResponse, error)
 	// UpdateVolume changes a volume's QoS limits, online: a running engine
 	// applies them at once, requests already waiting included. A field left
 	// out keeps its value; 0 removes a limit. Idempotent.
@@ -179,6 +188,26 @@ func (c *volumeServiceClient) UnmountVolume(ctx context.Context, in *UnmountVolu
 	return out, nil
 }
 
+func (c *volumeServiceClient) MapVolume(ctx context.Context, in *MapVolumeRequest, opts ...grpc.CallOption) (*MapVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MapVolumeResponse)
+	err := c.cc.Invoke(ctx, VolumeService_MapVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) UnmapVolume(ctx context.Context, in *UnmapVolumeRequest, opts ...grpc.CallOption) (*UnmapVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnmapVolumeResponse)
+	err := c.cc.Invoke(ctx, VolumeService_UnmapVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *volumeServiceClient) UpdateVolume(ctx context.Context, in *UpdateVolumeRequest, opts ...grpc.CallOption) (*Volume, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Volume)
@@ -218,6 +247,13 @@ type VolumeServiceServer interface {
 	MountVolume(context.Context, *MountVolumeRequest) (*MountVolumeResponse, error)
 	// UnmountVolume undoes MountVolume.
 	UnmountVolume(context.Context, *UnmountVolumeRequest) (*UnmountVolumeResponse, error)
+	// MapVolume makes the volume a block device of the node (a loop device
+	// over the volume's FUSE file), with no filesystem made or mounted: raw
+	// block access, as the CSI driver's block volumes need. Mapping a mapped
+	// volume returns its device; a mounted volume cannot be mapped.
+	MapVolume(context.Context, *MapVolumeRequest) (*MapVolumeResponse, error)
+	// UnmapVolume undoes MapVolume; refused while the device is open.
+	UnmapVolume(context.Context, *UnmapVolumeRequest) (*UnmapVolumeResponse, error)
 	// UpdateVolume changes a volume's QoS limits, online: a running engine
 	// applies them at once, requests already waiting included. A field left
 	// out keeps its value; 0 removes a limit. Idempotent.
@@ -261,6 +297,12 @@ func (UnimplementedVolumeServiceServer) MountVolume(context.Context, *MountVolum
 }
 func (UnimplementedVolumeServiceServer) UnmountVolume(context.Context, *UnmountVolumeRequest) (*UnmountVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnmountVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) MapVolume(context.Context, *MapVolumeRequest) (*MapVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MapVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) UnmapVolume(context.Context, *UnmapVolumeRequest) (*UnmapVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnmapVolume not implemented")
 }
 func (UnimplementedVolumeServiceServer) UpdateVolume(context.Context, *UpdateVolumeRequest) (*Volume, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateVolume not implemented")
@@ -466,6 +508,42 @@ func _VolumeService_UnmountVolume_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VolumeService_MapVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MapVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).MapVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_MapVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).MapVolume(ctx, req.(*MapVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_UnmapVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnmapVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).UnmapVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_UnmapVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).UnmapVolume(ctx, req.(*UnmapVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _VolumeService_UpdateVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdateVolumeRequest)
 	if err := dec(in); err != nil {
@@ -530,6 +608,14 @@ var VolumeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnmountVolume",
 			Handler:    _VolumeService_UnmountVolume_Handler,
+		},
+		{
+			MethodName: "MapVolume",
+			Handler:    _VolumeService_MapVolume_Handler,
+		},
+		{
+			MethodName: "UnmapVolume",
+			Handler:    _VolumeService_UnmapVolume_Handler,
 		},
 		{
 			MethodName: "UpdateVolume",

@@ -24,6 +24,7 @@ import (
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/fusefile"
 	"github.com/strata-storage/strata/internal/nbd"
+	"github.com/strata-storage/strata/internal/qos"
 	"github.com/strata-storage/strata/internal/replica"
 )
 
@@ -85,6 +86,8 @@ type volume struct {
 	// busy names the operation (delete, revert) that forbids new
 	// connections and mounts while it runs; "" when none.
 	busy string
+	// limits are the QoS limits the engine gets when it starts.
+	limits qos.Limits
 }
 
 // Open opens (or creates) the pool in cfg.PoolDir. A crash may have left
@@ -178,6 +181,10 @@ func (a *Agent) engineLocked(v *volume) (*engine.Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := eng.SetLimits(v.limits); err != nil {
+		eng.Close()
+		return nil, err
+	}
 	v.eng = eng
 	return eng, nil
 }
@@ -268,6 +275,27 @@ func (a *Agent) Clone(src, snap, dst string, size int64) (chain.Info, error) {
 	return d.Info(), nil
 }
 
+// SetLimits sets the volume's QoS limits: the running engine applies them
+// at once, and an engine started later starts with them. The API server
+// sets them from the volume's record when it creates or updates a volume
+// and at startup; a deleted volume's limits are forgotten.
+func (a *Agent) SetLimits(name string, l qos.Limits) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	v, err := a.entry(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.limits = l
+	if v.eng != nil {
+		return v.eng.SetLimits(l)
+	}
+	return nil
+}
+
 // Busy returns the refusal Delete and Revert would give now (the volume is
 // mounted or has NBD connections), or nil.
 func (a *Agent) Busy(name, op string) error {
@@ -296,6 +324,7 @@ func (a *Agent) Delete(name string) error {
 		return err
 	}
 	v.busy = "being deleted"
+	v.limits = qos.Limits{}
 	err = v.closeEngineLocked()
 	v.mu.Unlock()
 	defer func() {
@@ -496,6 +525,8 @@ type Status struct {
 	Connections int
 	// Mounts lists the directories the volume is mounted at, sorted.
 	Mounts []string
+	// Limits are the QoS limits set on the volume (see SetLimits).
+	Limits qos.Limits
 }
 
 // Status describes volume name; errdefs.ErrNotFound when it has no chain here.
@@ -512,6 +543,7 @@ func (a *Agent) Status(name string) (Status, error) {
 		v.mu.Lock()
 		st.Connections = v.conns
 		st.Mounts = v.mountTargetsLocked()
+		st.Limits = v.limits
 		v.mu.Unlock()
 	}
 	return st, nil

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/qos"
 )
 
 // prefix is the root of every Strata key; v1 is the record format's version.
@@ -43,6 +44,9 @@ type Volume struct {
 	State   string    `json:"state"`
 	// Labels are the free-form key/value metadata given at creation.
 	Labels map[string]string `json:"labels,omitempty"`
+	// QoS is the volume's I/O limits; zero (no limit) in records written
+	// before QoS existed.
+	QoS qos.Limits `json:"qos,omitzero"`
 	// Rev is the record's etcd mod revision, set by reads and writes; the
 	// compare-and-swap of Update and Delete is on it.
 	Rev int64 `json:"-"`
@@ -210,15 +214,11 @@ func (s *Store) DeleteSnapshot(ctx context.Context, sn Snapshot) error {
 
 // PutNode writes the record of node n unconditionally: each node owns its record.
 func (s *Store) PutNode(ctx context.Context, n Node) (Node, error) {
-	data, err := json.Marshal(n)
+	rev, err := s.overwrite(ctx, nodeKey(n.Name), n)
 	if err != nil {
 		return Node{}, err
 	}
-	resp, err := s.cli.Put(ctx, nodeKey(n.Name), string(data))
-	if err != nil {
-		return Node{}, etcdErr(err)
-	}
-	n.Rev = resp.Header.Revision
+	n.Rev = rev
 	return n, nil
 }
 
@@ -343,6 +343,19 @@ func (s *Store) put(ctx context.Context, key string, v any, rev int64) (int64, e
 			return 0, errdefs.ErrAlreadyExists
 		}
 		return 0, ErrConflict
+	}
+	return resp.Header.Revision, nil
+}
+
+// overwrite writes v at key whatever is there, and returns the new revision.
+func (s *Store) overwrite(ctx context.Context, key string, v any) (int64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.cli.Put(ctx, key, string(data))
+	if err != nil {
+		return 0, etcdErr(err)
 	}
 	return resp.Header.Revision, nil
 }

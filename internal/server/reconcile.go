@@ -19,6 +19,7 @@ import (
 //     interrupted) is grown; one whose chain is larger (a revert was
 //     interrupted before it happened) gets the chain's size recorded;
 //   - a ready volume without a chain is reported and shown as "missing";
+//   - the agent gets every volume's QoS limits, which engines start with;
 //   - snapshots "creating" are completed or removed, "deleting" finished;
 //   - chains no record lists are reported and left alone.
 func (s *Server) Reconcile(ctx context.Context) error {
@@ -77,6 +78,9 @@ func (s *Server) reconcileVolume(ctx context.Context, rec meta.Volume) error {
 			return err
 		}
 		s.log.Info("completing a volume whose creation was interrupted", "volume", name)
+		if err := s.agent.SetLimits(name, rec.QoS); err != nil {
+			return fmt.Errorf("reconcile volume %q: %w", name, err)
+		}
 		rec.State = meta.StateReady
 		rec.Size = st.Size
 		_, err = s.meta.UpdateVolume(ctx, rec)
@@ -93,6 +97,10 @@ func (s *Server) reconcileVolume(ctx context.Context, rec meta.Volume) error {
 		if !exists {
 			s.log.Error("volume is recorded but its chain is missing from the pool", "volume", name)
 			return nil
+		}
+		// Engines start with the recorded limits.
+		if err := s.agent.SetLimits(name, rec.QoS); err != nil {
+			return fmt.Errorf("reconcile volume %q: %w", name, err)
 		}
 		st, err := s.agent.Status(name)
 		if err != nil {

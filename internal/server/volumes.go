@@ -14,6 +14,7 @@ import (
 	"github.com/strata-storage/strata/internal/chain"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
+	"github.com/strata-storage/strata/internal/qos"
 	"github.com/strata-storage/strata/internal/size"
 )
 
@@ -49,6 +50,7 @@ func (s *Server) view(rec meta.Volume, snapshots int) *pb.Volume {
 		State:         rec.State,
 		Mounts:        []string{},
 		Labels:        rec.Labels,
+		Qos:           qosView(rec.QoS),
 	}
 	if rec.Node != s.node || rec.State != meta.StateReady {
 		return v
@@ -97,10 +99,12 @@ func (s *Server) viewOf(ctx context.Context, rec meta.Volume) (*pb.Volume, error
 // CreateVolume makes an empty volume, or a thin clone when from_snapshot is
 // set. size_bytes is rounded up to a multiple of 4 KiB and must be at most
 // 64 TiB. Creating a volume that exists with the same (rounded) size and
-// origin returns it; with another spec it is AlreadyExists.
+// origin returns it, with its limits as they are (limits are not part of
+// the spec: UpdateVolume changes them); with another spec it is
+// AlreadyExists.
 func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) (*pb.Volume, error) {
 	if req.FromSnapshot != "" {
-		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes, Labels: req.Labels})
+		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes, Labels: req.Labels, Qos: req.Qos})
 	}
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
@@ -112,12 +116,17 @@ func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) 
 	if err := validateLabels(req.Labels); err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, "", "", req.Labels)
+	lim, err := overlayLimits(qos.Limits{}, req.Qos)
+	if err != nil {
+		return nil, err
+	}
+	return s.create(ctx, req.Name, sz, "", "", req.Labels, lim)
 }
 
 // CloneVolume makes a thin clone of snapshot VOL@SNAP. size_bytes 0 keeps
 // the snapshot's size; otherwise it is rounded up to 4 KiB and may not be
-// smaller than the snapshot's size.
+// smaller than the snapshot's size. The clone gets the QoS limits the
+// request sets, and the cluster's clone defaults for the others.
 func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*pb.Volume, error) {
 	srcVol, srcSnap, err := parseSnapshotRef("source", req.Source)
 	if err != nil {
@@ -133,14 +142,19 @@ func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*
 	if err := validateLabels(req.Labels); err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels)
+	lim, err := s.cloneLimits(ctx, req.Qos)
+	if err != nil {
+		return nil, err
+	}
+	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels, lim)
 }
 
 // create records volume name as creating, makes its chain (empty, or a
 // clone of srcVol@srcSnap), and records it as ready. A failure removes the
 // record again; a crash leaves a "creating" record that Reconcile finishes
-// or removes.
-func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string) (*pb.Volume, error) {
+// or removes. The agent gets the volume's QoS limits before the volume is
+// ready, so that no engine runs it without them.
+func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits) (*pb.Volume, error) {
 	parent := ""
 	locks := []string{name}
 	if srcVol != "" {
@@ -201,6 +215,7 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 			Created: time.Now().UTC(),
 			State:   meta.StateCreating,
 			Labels:  labels,
+			QoS:     lim,
 		})
 		if err != nil {
 			return nil, err
@@ -219,6 +234,9 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 		if derr := s.meta.DeleteVolume(ctx, rec); derr != nil {
 			s.log.Warn("removing the record of a volume that could not be made", "volume", name, "err", derr)
 		}
+		return nil, err
+	}
+	if err := s.agent.SetLimits(name, rec.QoS); err != nil {
 		return nil, err
 	}
 	rec.State = meta.StateReady

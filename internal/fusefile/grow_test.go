@@ -19,16 +19,7 @@ import (
 func TestGrowOnline(t *testing.T) {
 	for _, fsType := range []string{"ext4", "xfs"} {
 		t.Run(fsType, func(t *testing.T) {
-			requireRoot(t, "mkfs."+fsType)
-			if fsType == "xfs" {
-				requireRoot(t, "xfs_growfs")
-			} else {
-				requireRoot(t, "resize2fs")
-			}
-			e := newEnv(t)
-			size := fsSize(fsType)
-			dev := newFileDevice(t, filepath.Join(e.dir, "vol.img"), size)
-			target := filepath.Join(e.dir, "mnt", "vol")
+			e, dev, target, size := growEnv(t, fsType)
 			m := e.mount(t, dev, "vol", target, fsType)
 			files := writeFiles(t, target, 0, 1, 4096, mib+3)
 			before := fsBytes(t, target)
@@ -84,6 +75,22 @@ func TestGrowOnline(t *testing.T) {
 	}
 }
 
+// growEnv skips the test without root or the tools that make and grow
+// fsType, and returns an environment with a device the filesystem accepts
+// and a target to mount it at.
+func growEnv(t *testing.T, fsType string) (e *env, dev *fileDevice, target string, size int64) {
+	t.Helper()
+	if fsType == "xfs" {
+		requireRoot(t, "mkfs.xfs", "xfs_growfs")
+	} else {
+		requireRoot(t, "mkfs.ext4", "resize2fs", "e2fsck")
+	}
+	e = newEnv(t)
+	size = fsSize(fsType)
+	dev = newFileDevice(t, filepath.Join(e.dir, "vol.img"), size)
+	return e, dev, filepath.Join(e.dir, "mnt", "vol"), size
+}
+
 func loopBytes(t *testing.T, dev string) int64 {
 	t.Helper()
 	f, err := os.Open(dev)
@@ -105,4 +112,39 @@ func fsBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return int64(st.Blocks) * st.Bsize
+}
+
+// TestGrowWhileUnmounted grows the device while the volume is not mounted:
+// the next Mount grows the filesystem to fill it (ext4 before mounting,
+// without CAP_SYS_RESOURCE; xfs once mounted), and keeps the files.
+func TestGrowWhileUnmounted(t *testing.T) {
+	for _, fsType := range []string{"ext4", "xfs"} {
+		t.Run(fsType, func(t *testing.T) {
+			e, dev, target, size := growEnv(t, fsType)
+			m, err := Mount(context.Background(), dev, Options{Name: "vol", StateDir: e.stateDir, Target: target, FSType: fsType})
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := writeFiles(t, target, 4096, mib+3)
+			before := fsBytes(t, target)
+			unmount(t, m)
+			if got, _ := superblockSize(dev, fsType); got > size || got < size/2 {
+				t.Fatalf("superblock says %d bytes on a %d-byte device", got, size)
+			}
+
+			if err := dev.f.Truncate(size * 3); err != nil {
+				t.Fatal(err)
+			}
+			dev.size = size * 3
+			m = e.mount(t, dev, "vol", target, "")
+			if after := fsBytes(t, target); after < before*2 {
+				t.Fatalf("filesystem is %d bytes after the device grew 3x while unmounted (was %d)", after, before)
+			}
+			checkFiles(t, target, files)
+			// Already full: Grow has nothing to do, and needs no capability.
+			if err := m.Grow(context.Background()); err != nil {
+				t.Fatalf("grow of a filesystem that fills its device: %v", err)
+			}
+		})
+	}
 }

@@ -1,7 +1,8 @@
 // Package fusefile mounts a block device on the host without the nbd kernel
 // module: the device is exposed as one file through FUSE, a loop device is
 // attached to that file, a filesystem is made on first use, and it is
-// mounted at the target directory.
+// mounted at the target directory. Map stops after the loop device, for raw
+// block access.
 //
 // The FUSE server runs inside the calling process. Everything mounted here
 // works only while that process runs: when it dies, the kernel aborts the
@@ -63,24 +64,13 @@ type Options struct {
 
 // Mounted is one mounted volume. Its methods are safe for concurrent use.
 type Mounted struct {
-	mu        sync.Mutex
-	dev       Device
-	name      string
+	mu sync.Mutex
+	attachment
 	target    string
-	stateDir  string // StateDir/<name>
-	fuseFile  string
 	fsType    string
 	formatted bool
-	fuse      *fuseServer
-	loop      *loopDevice
-	loopPath  string
-	directIO  bool
-	readOnly  bool
-	claimed   []string // paths in inUse, released by Unmount
 
 	targetMounted bool
-	loopAttached  bool
-	done          bool
 }
 
 // unmountWait bounds how long Unmount waits for the loop device to let go
@@ -124,23 +114,11 @@ func claimed(path string) bool {
 }
 
 func validate(dev Device, opts *Options) (fsType string, explicit bool, err error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("fusefile: "+format+": %w", append(a, errdefs.ErrInvalidArgument)...)
-	}
-	if dev == nil {
-		return "", false, bad("no device")
-	}
-	if n := opts.Name; n == "" || n == "." || n == ".." || len(n) > 200 || strings.ContainsAny(n, "/\x00") {
-		return "", false, bad("bad volume name %q", n)
-	}
-	if opts.StateDir == "" {
-		return "", false, bad("no state directory")
+	if err := validateDevice(dev, opts.Name, opts.StateDir); err != nil {
+		return "", false, err
 	}
 	if opts.Target == "" {
-		return "", false, bad("no target")
-	}
-	if s := dev.Size(); s <= 0 || s%512 != 0 {
-		return "", false, bad("device size %d is not a positive multiple of 512", s)
+		return "", false, fmt.Errorf("fusefile: no target: %w", errdefs.ErrInvalidArgument)
 	}
 	switch opts.FSType {
 	case "":
@@ -148,8 +126,28 @@ func validate(dev Device, opts *Options) (fsType string, explicit bool, err erro
 	case "ext4", "xfs":
 		return opts.FSType, true, nil
 	default:
-		return "", false, bad("filesystem %q: only ext4 and xfs", opts.FSType)
+		return "", false, fmt.Errorf("fusefile: filesystem %q: only ext4 and xfs: %w", opts.FSType, errdefs.ErrInvalidArgument)
 	}
+}
+
+// validateDevice checks what Mount and Map both need.
+func validateDevice(dev Device, name, stateDir string) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("fusefile: "+format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+	}
+	if dev == nil {
+		return bad("no device")
+	}
+	if name == "" || name == "." || name == ".." || len(name) > 200 || strings.ContainsAny(name, "/\x00") {
+		return bad("bad volume name %q", name)
+	}
+	if stateDir == "" {
+		return bad("no state directory")
+	}
+	if s := dev.Size(); s <= 0 || s%512 != 0 {
+		return bad("device size %d is not a positive multiple of 512", s)
+	}
+	return nil
 }
 
 // Mount serves dev through FUSE, attaches a loop device, makes a filesystem
@@ -157,7 +155,8 @@ func validate(dev Device, opts *Options) (fsType string, explicit bool, err erro
 // steps already done are undone.
 //
 // A device that has a filesystem is never formatted: what is there is
-// mounted, and an explicit opts.FSType naming another type is an error
+// mounted (grown first to fill the device, when the device has grown since
+// it was made), and an explicit opts.FSType naming another type is an error
 // wrapping errdefs.ErrFailedPrecondition. A device with data that is not a
 // filesystem (a partition table, or anything non-zero in its first MiB) is
 // refused the same way. A read-only mount of a device without a filesystem
@@ -218,23 +217,11 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		return nil, fmt.Errorf("target is already a mount point: %w", errdefs.ErrFailedPrecondition)
 	}
 
-	// The FUSE file.
-	if mp, err := isMountPoint(mnt); err != nil {
-		return nil, err
-	} else if mp {
-		return nil, fmt.Errorf("%s is still mounted (a crashed daemon? run Cleanup): %w", mnt, errdefs.ErrFailedPrecondition)
-	}
-	createdState, err := mkdirAll(mnt, 0o700)
+	// The FUSE file, then the loop device.
+	att, err := serveFile(dev, opts.Name, stateRoot, opts.ReadOnly, rev)
 	if err != nil {
 		return nil, err
 	}
-	rev.Add(func() { removeCreated(createdState) })
-	fsrv, err := startFUSE(mnt, opts.Name, dev, opts.ReadOnly)
-	if err != nil {
-		return nil, err
-	}
-	rev.Add(fsrv.abort)
-	fuseFile := filepath.Join(mnt, opts.Name)
 	// Put back the zeroes a failed mkfs may have overwritten, so that the
 	// next attempt does not take its leftovers for data. This runs once the
 	// loop device is gone: its last close writes back its page cache.
@@ -245,16 +232,10 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 			dev.Flush()
 		}
 	})
-
-	// The loop device.
-	loop, err := attachLoop(fuseFile, opts.ReadOnly)
-	if err != nil {
+	if err := att.attachLoop(rev); err != nil {
 		return nil, err
 	}
-	rev.Add(func() {
-		loop.detach()
-		waitLoopDetached(loop.number, fuseFile, unmountWait)
-	})
+	loop := att.loop
 
 	// The filesystem.
 	found, other, err := probe(ctx, loop.path)
@@ -283,6 +264,13 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		found, formatted = fsType, true
 	case explicit && found != fsType:
 		return nil, fmt.Errorf("device holds a %s filesystem, not %s: %w", found, fsType, errdefs.ErrFailedPrecondition)
+	case !opts.ReadOnly:
+		// The volume may have grown while it was not mounted: the
+		// filesystem grows to fill it. ext4 grows best before the mount
+		// (no CAP_SYS_RESOURCE needed), xfs only mounted (below). A
+		// failure leaves the filesystem as it was: it is mounted all the
+		// same, and Grow reports the failure.
+		growOffline(ctx, dev, found, loop.path)
 	}
 	kernelType, data, err := mountArgs(found)
 	if err != nil {
@@ -301,23 +289,18 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	restoreHeader = false
 
 	rev.Success()
-	return &Mounted{
-		dev:           dev,
-		name:          opts.Name,
+	att.claimed = []string{mnt, claimedTarget}
+	m := &Mounted{
+		attachment:    *att,
 		target:        target,
-		stateDir:      stateDir,
-		fuseFile:      fuseFile,
 		fsType:        found,
 		formatted:     formatted,
-		fuse:          fsrv,
-		loop:          loop,
-		loopPath:      loop.path,
-		directIO:      loop.directIO,
-		readOnly:      opts.ReadOnly,
-		claimed:       []string{mnt, claimedTarget},
 		targetMounted: true,
-		loopAttached:  true,
-	}, nil
+	}
+	if !opts.ReadOnly && !formatted {
+		growMounted(ctx, dev, found, loop.path, target) // see growOffline above
+	}
+	return m, nil
 }
 
 // Unmount undoes Mount in reverse: unmount, detach the loop device, stop FUSE.
@@ -352,25 +335,9 @@ func (m *Mounted) Unmount() error {
 		}
 		m.targetMounted = false
 	}
-	if m.loopAttached {
-		m.loop.detach()
-		if !waitLoopDetached(m.loop.number, m.fuseFile, unmountWait) {
-			return fmt.Errorf("fusefile: %s is still in use (a bind mount of %s elsewhere, or a process with the device open): %w", m.loopPath, m.target, errdefs.ErrFailedPrecondition)
-		}
-		m.loopAttached = false
+	if err := m.release(m.target); err != nil {
+		return err
 	}
-	if m.fuse != nil {
-		if err := m.fuse.stop(unmountWait); err != nil {
-			return fmt.Errorf("fusefile: %w", err)
-		}
-		m.fuse = nil
-	}
-	if err := m.dev.Flush(); err != nil {
-		return fmt.Errorf("fusefile: flush %s: %w", m.name, err)
-	}
-	os.Remove(filepath.Join(m.stateDir, "fuse"))
-	os.Remove(m.stateDir)
-	release(m.claimed...)
 	m.done = true
 	return nil
 }
@@ -378,21 +345,12 @@ func (m *Mounted) Unmount() error {
 // Target returns the directory the filesystem is mounted at.
 func (m *Mounted) Target() string { return m.target }
 
-// LoopDevice returns the path of the loop device, /dev/loopN.
-func (m *Mounted) LoopDevice() string { return m.loopPath }
-
-// Device returns the path of the FUSE file the loop device is attached to.
-func (m *Mounted) Device() string { return m.fuseFile }
-
 // FSType returns the type of the mounted filesystem as blkid names it
 // ("ext4", "xfs", or "ext2"/"ext3" mounted by the ext4 driver).
 func (m *Mounted) FSType() string { return m.fsType }
 
 // Formatted reports whether Mount made the filesystem (the device had none).
 func (m *Mounted) Formatted() bool { return m.formatted }
-
-// DirectIO reports whether the loop device does direct I/O on the FUSE file.
-func (m *Mounted) DirectIO() bool { return m.directIO }
 
 // waitLoopDetached waits until loop device n no longer has backing as its
 // backing file, and reports whether it happened within wait.

@@ -48,6 +48,7 @@ type Server struct {
 	snaps    map[string][]*stratav1.Snapshot // by volume, oldest first
 	requests []Request
 	fail     func(method string) error
+	settings map[string]string // cluster settings that were set
 }
 
 // Request is one call the server received.
@@ -244,7 +245,7 @@ type volumes struct {
 }
 
 func (f volumes) CreateVolume(_ context.Context, r *stratav1.CreateVolumeRequest) (*stratav1.Volume, error) {
-	return f.s.create(r.Name, r.SizeBytes, r.FromSnapshot)
+	return f.s.withLimits(r.Qos, r.FromSnapshot != "")(f.s.create(r.Name, r.SizeBytes, r.FromSnapshot))
 }
 
 func (f volumes) ListVolumes(context.Context, *stratav1.ListVolumesRequest) (*stratav1.ListVolumesResponse, error) {
@@ -291,7 +292,7 @@ func (f volumes) ResizeVolume(_ context.Context, r *stratav1.ResizeVolumeRequest
 }
 
 func (f volumes) CloneVolume(_ context.Context, r *stratav1.CloneVolumeRequest) (*stratav1.Volume, error) {
-	return f.s.create(r.Name, r.SizeBytes, r.Source)
+	return f.s.withLimits(r.Qos, true)(f.s.create(r.Name, r.SizeBytes, r.Source))
 }
 
 func (f volumes) RevertVolume(_ context.Context, r *stratav1.RevertVolumeRequest) (*stratav1.Volume, error) {

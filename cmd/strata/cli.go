@@ -29,14 +29,15 @@ type clientFlags struct {
 	token string
 }
 
-// addClientCommands adds the API client commands (status, volume, snapshot)
+// addClientCommands adds the API client commands (status, volume, snapshot,
+// cluster)
 // and the global --api and --token flags they use.
 func addClientCommands(root *cobra.Command) {
 	cf := &clientFlags{}
 	pf := root.PersistentFlags()
 	pf.StringVar(&cf.api, "api", "", "`host:port` of the Strata API (default $"+client.EnvAPI+", then the client config that strata up writes)")
 	pf.StringVar(&cf.token, "token", "", "API `token` (default $"+client.EnvToken+", then the client config that strata up writes)")
-	root.AddCommand(newStatusCmd(cf), newVolumeCmd(cf), newSnapshotCmd(cf))
+	root.AddCommand(newStatusCmd(cf), newVolumeCmd(cf), newSnapshotCmd(cf), newClusterCmd(cf))
 }
 
 // call resolves the API address and token, connects, and runs fn with a

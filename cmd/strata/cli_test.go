@@ -110,10 +110,10 @@ func TestVolumeAndSnapshotCommands(t *testing.T) {
 	}
 
 	want := "" +
-		"NAME  SIZE   ALLOCATED  SNAPSHOTS  PARENT   STATE  EXPORTS  MOUNTS\n" +
-		"dev1  64MiB  0B         0          prod@v1  ready  0        -\n" +
-		"dev2  64MiB  0B         0          prod@v1  ready  0        -\n" +
-		"prod  64MiB  0B         2          -        ready  0        -\n"
+		"NAME  SIZE   ALLOCATED  SNAPSHOTS  PARENT   STATE  EXPORTS  MAX-IOPS  MAX-BW  MOUNTS\n" +
+		"dev1  64MiB  0B         0          prod@v1  ready  0        -         -       -\n" +
+		"dev2  64MiB  0B         0          prod@v1  ready  0        -         -       -\n" +
+		"prod  64MiB  0B         2          -        ready  0        -         -       -\n"
 	if out := must(t, srv, "volume", "list"); out != want {
 		t.Errorf("volume list:\n%s\nwant:\n%s", out, want)
 	}
@@ -466,7 +466,7 @@ func TestHelp(t *testing.T) {
 	n := 0
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
-			if c == root && sub.Name() != "status" && sub.Name() != "volume" && sub.Name() != "snapshot" {
+			if c == root && sub.Name() != "status" && sub.Name() != "volume" && sub.Name() != "snapshot" && sub.Name() != "cluster" {
 				continue // other engineers' commands (up, ...) and cobra's own
 			}
 			n++
@@ -485,8 +485,8 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	walk(root)
-	if n != 16 {
-		t.Errorf("found %d client commands, want 16 (status, volume and 10 subcommands, snapshot and 3)", n)
+	if n != 20 {
+		t.Errorf("found %d client commands, want 20 (status, volume and 11 subcommands, snapshot and 3, cluster and 2)", n)
 	}
 	// A group alone prints its help and succeeds.
 	if out, err := cli(t, "volume"); err != nil || !strings.Contains(out, "Available Commands:") {

@@ -29,7 +29,7 @@ Export it over NBD for VMs and NBD clients, or mount its filesystem on the node.
 		newVolumeCreateCmd(cf), newVolumeListCmd(cf), newVolumeInspectCmd(cf),
 		newVolumeDeleteCmd(cf), newVolumeResizeCmd(cf), newVolumeCloneCmd(cf),
 		newVolumeRevertCmd(cf), newVolumeExportCmd(cf), newVolumeMountCmd(cf),
-		newVolumeUnmountCmd(cf),
+		newVolumeUnmountCmd(cf), newVolumeUpdateCmd(cf),
 	)
 	return cmd
 }
@@ -37,15 +37,21 @@ Export it over NBD for VMs and NBD clients, or mount its filesystem on the node.
 func newVolumeCreateCmd(cf *clientFlags) *cobra.Command {
 	var sizeFlag, from string
 	var labels map[string]string
+	var limits qosFlags
 	cmd := &cobra.Command{
-		Use:   "create NAME --size SIZE [--from VOL@SNAP]",
+		Use:   "create NAME --size SIZE [--from VOL@SNAP] [--max-iops R,W] [--max-bandwidth R,W]",
 		Short: "Create a volume, empty or as a thin clone of a snapshot",
 		Long: `Create a thin-provisioned volume: it takes no pool space until written.
 With --from it is a thin clone of a snapshot, made instantly whatever the size;
 --size may then be omitted (the snapshot's size) or larger.
-Creating a volume that exists with the same spec succeeds. Prints the name.`,
+--max-iops and --max-bandwidth (MiB/s) limit the volume's I/O: READ,WRITE or one
+value for both; a clone gets the cluster's clone-default limits for those not
+given (see strata cluster get). strata volume update changes them later.
+Creating a volume that exists with the same spec succeeds (its limits are left
+as they are). Prints the name.`,
 		Example: `  strata volume create demo --size 10GiB
-  strata volume create demo-test --from demo@before`,
+  strata volume create demo-test --from demo@before
+  strata volume create db --size 20GiB --max-iops 2000,1000 --max-bandwidth 200`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -67,8 +73,12 @@ Creating a volume that exists with the same spec succeeds. Prints the name.`,
 			case from == "":
 				return fmt.Errorf("--size is required (e.g. --size 10GiB) unless --from names a snapshot: %w", errdefs.ErrInvalidArgument)
 			}
+			lim, err := limits.limits(cmd)
+			if err != nil {
+				return err
+			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from, Labels: labels})
+				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from, Labels: labels, Qos: lim})
 				if err != nil {
 					return err
 				}
@@ -80,6 +90,7 @@ Creating a volume that exists with the same spec succeeds. Prints the name.`,
 	cmd.Flags().StringVar(&sizeFlag, "size", "", "size: 512MiB, 10GiB, 1T or bytes (required unless --from)")
 	cmd.Flags().StringVar(&from, "from", "", "make a thin clone of snapshot VOL@SNAP")
 	cmd.Flags().StringToStringVar(&labels, "label", nil, "label KEY=VALUE to record with the volume (repeatable)")
+	limits.add(cmd, " (a clone gets the cluster default when not given)")
 	return cmd
 }
 
@@ -90,7 +101,8 @@ func newVolumeListCmd(cf *clientFlags) *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List volumes",
 		Long: `List every volume with its size, the pool space its own layers hold, its
-snapshot count, the snapshot it was cloned from, its state, NBD connections and
+snapshot count, the snapshot it was cloned from, its state, NBD connections, its
+IOPS and bandwidth limits (READ,WRITE or one value for both; - for none) and
 mount points. -o json and -o yaml print the API's fields (as the REST API does).`,
 		Example: `  strata volume list
   strata volume list -o json | jq -r '.volumes[].name'`,
@@ -108,11 +120,11 @@ mount points. -o json and -o yaml print the API's fields (as the REST API does).
 					return printProto(cmd.OutOrStdout(), format, resp)
 				}
 				tw := newTable(cmd.OutOrStdout())
-				fmt.Fprintln(tw, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tPARENT\tSTATE\tEXPORTS\tMOUNTS")
+				fmt.Fprintln(tw, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tPARENT\tSTATE\tEXPORTS\tMAX-IOPS\tMAX-BW\tMOUNTS")
 				for _, v := range resp.Volumes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", v.Name, size.Format(v.SizeBytes),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", v.Name, size.Format(v.SizeBytes),
 						size.Format(v.AllocatedBytes), v.SnapshotCount, dash(v.Parent), dash(v.State),
-						v.ExportConnections, dash(strings.Join(v.Mounts, ",")))
+						v.ExportConnections, formatIOPS(v.Qos), formatBandwidth(v.Qos), dash(strings.Join(v.Mounts, ",")))
 				}
 				return tw.Flush()
 			})
@@ -128,7 +140,8 @@ func newVolumeInspectCmd(cf *clientFlags) *cobra.Command {
 		Use:   "inspect NAME",
 		Short: "Show the details of a volume",
 		Long: `Show everything the API knows about one volume: size, allocation, parent
-snapshot, snapshot count, layer depth, node, state, NBD connections, mounts.`,
+snapshot, snapshot count, layer depth, node, state, NBD connections, mounts,
+IOPS and bandwidth limits (READ,WRITE or one value for both; - for none).`,
 		Example: `  strata volume inspect demo
   strata volume inspect demo -o yaml`,
 		Args: exactArgs("NAME"),
@@ -159,6 +172,8 @@ snapshot, snapshot count, layer depth, node, state, NBD connections, mounts.`,
 					{"State", dash(v.State)},
 					{"Exports", strconv.Itoa(int(v.ExportConnections))},
 					{"Mounts", dash(strings.Join(v.Mounts, ", "))},
+					{"Max IOPS", formatIOPS(v.Qos)},
+					{"Max bandwidth", formatBandwidth(v.Qos)},
 					{"Labels", dash(formatLabels(v.Labels))},
 					{"Created", formatTime(v.CreatedAt)},
 				} {
@@ -233,13 +248,17 @@ is refused. Filesystems mounted with strata volume mount grow with it, online
 }
 
 func newVolumeCloneCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
+	var limits qosFlags
+	cmd := &cobra.Command{
 		Use:   "clone VOL@SNAP NEWNAME",
 		Short: "Make a writable thin clone of a snapshot",
 		Long: `Make a new volume from a snapshot, instantly whatever the size: the clone
-shares the snapshot's data until either side writes. Prints the new name.`,
+shares the snapshot's data until either side writes. Prints the new name.
+The clone gets the cluster's clone-default limits (strata cluster get) unless
+--max-iops or --max-bandwidth (MiB/s) set its own; 0 or off is no limit.`,
 		Example: `  strata snapshot create demo --name before
-  strata volume clone demo@before demo-test`,
+  strata volume clone demo@before demo-test
+  strata volume clone demo@before demo-fast --max-iops off`,
 		Args: exactArgs("VOL@SNAP", "NEWNAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, _, err := client.ParseSnapshotRef(args[0]); err != nil {
@@ -248,8 +267,12 @@ shares the snapshot's data until either side writes. Prints the new name.`,
 			if err := errdefs.ValidateName("volume", args[1]); err != nil {
 				return err
 			}
+			lim, err := limits.limits(cmd)
+			if err != nil {
+				return err
+			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				v, err := c.Volumes.CloneVolume(ctx, &stratav1.CloneVolumeRequest{Source: args[0], Name: args[1]})
+				v, err := c.Volumes.CloneVolume(ctx, &stratav1.CloneVolumeRequest{Source: args[0], Name: args[1], Qos: lim})
 				if err != nil {
 					return err
 				}
@@ -258,6 +281,8 @@ shares the snapshot's data until either side writes. Prints the new name.`,
 			})
 		},
 	}
+	limits.add(cmd, " (default: the cluster's clone default)")
+	return cmd
 }
 
 func newVolumeRevertCmd(cf *clientFlags) *cobra.Command {

@@ -44,6 +44,8 @@ type upOptions struct {
 
 	dockerPlugin       bool
 	dockerPluginSocket string
+
+	schedulerExtenderAddr string
 }
 
 func defaultDataDir() string {
@@ -100,6 +102,7 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.BoolVar(&o.dockerPlugin, "docker-plugin", false, "serve Docker's volume plugin protocol (docker volume create -d strata); needs root, see docs/docker.md")
 	f.StringVar(&o.dockerPluginSocket, "docker-plugin-socket", dockerplugin.DefaultSocket, "unix socket of the Docker volume plugin; Docker names the driver after the file (strata.sock: driver strata)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:7429 (off when empty; keep it on loopback)")
+	f.StringVar(&o.schedulerExtenderAddr, "scheduler-extender-addr", "", "serve the Kubernetes scheduler extender (POST /filter and /prioritize) on this address, e.g. :7423 (off when empty; see docs/kubernetes.md)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
 }
@@ -161,6 +164,16 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 		}
 	}
 
+	var extenderDone chan error
+	stopExtender := func() {}
+	if o.schedulerExtenderAddr != "" {
+		if extenderDone, stopExtender, err = serveSchedulerExtender(ctx, o.schedulerExtenderAddr, n, log); err != nil {
+			stopPlugin()
+			return errors.Join(err, n.stop())
+		}
+		fmt.Fprintf(out, "Kubernetes scheduler extender on %s (POST /filter, /prioritize)\n", o.schedulerExtenderAddr)
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -172,7 +185,11 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 	case err := <-pluginDone:
 		pluginDone <- err // for stopPlugin
 		runErr = fmt.Errorf("docker plugin: %w", err)
+	case err := <-extenderDone:
+		extenderDone <- err // for stopExtender
+		runErr = fmt.Errorf("scheduler extender: %w", err)
 	}
+	stopExtender()
 	stopPlugin()
 	return errors.Join(runErr, n.stop())
 }

@@ -83,6 +83,8 @@ type volume struct {
 	eng    *engine.Volume
 	conns  int
 	mounts map[string]*fusefile.Mounted // by target
+	// mapped is the volume's raw block device (Map), or nil.
+	mapped *fusefile.Mapped
 	// busy names the operation (delete, revert) that forbids new
 	// connections and mounts while it runs; "" when none.
 	busy string
@@ -210,6 +212,10 @@ func (v *volume) idleLocked(op string) error {
 		targets := v.mountTargetsLocked()
 		return fmt.Errorf("cannot %s volume %q: it is mounted at %s; unmount it first (strata volume unmount %s): %w",
 			op, v.name, strings.Join(targets, ", "), targets[0], errdefs.ErrFailedPrecondition)
+	}
+	if v.mapped != nil {
+		return fmt.Errorf("cannot %s volume %q: it is mapped at %s; unmap it first (strata volume unmap %s): %w",
+			op, v.name, v.mapped.LoopDevice(), v.name, errdefs.ErrFailedPrecondition)
 	}
 	if v.conns > 0 {
 		return fmt.Errorf("cannot %s volume %q: %d nbd connection(s) are open; disconnect the clients first (qemu-nbd --disconnect, nbd-client -d, or stop the vm): %w",
@@ -341,8 +347,10 @@ func (a *Agent) Delete(name string) error {
 	return nil
 }
 
-// Resize grows the volume to size bytes, online. Shrinking is
-// errdefs.ErrFailedPrecondition; the same size is a no-op.
+// Resize grows the volume to size bytes, online, with the filesystems
+// mounted from it and its mapped device. Shrinking is
+// errdefs.ErrFailedPrecondition; the same size grows only a mounted
+// filesystem smaller than the volume.
 func (a *Agent) Resize(name string, size int64) (chain.Info, error) {
 	vs, unlock, err := a.lockOps(name)
 	if err != nil {
@@ -359,28 +367,35 @@ func (a *Agent) Resize(name string, size int64) (chain.Info, error) {
 	case size < cur:
 		return chain.Info{}, fmt.Errorf("cannot shrink volume %q from %d to %d bytes: volumes only grow: %w",
 			name, cur, size, errdefs.ErrFailedPrecondition)
-	case size == cur:
-		return c.Info(), nil
+	case size > cur:
+		v.mu.Lock()
+		eng := v.eng
+		v.mu.Unlock()
+		if eng != nil {
+			// The engine waits for in-flight I/O before growing.
+			err = eng.Grow(size)
+		} else {
+			err = c.Grow(size)
+		}
+		if err != nil {
+			return chain.Info{}, fmt.Errorf("resize volume %q: %w", name, err)
+		}
 	}
-	v.mu.Lock()
-	eng := v.eng
-	v.mu.Unlock()
-	if eng != nil {
-		// The engine waits for in-flight I/O before growing.
-		err = eng.Grow(size)
-	} else {
-		err = c.Grow(size)
-	}
-	if err != nil {
-		return chain.Info{}, fmt.Errorf("resize volume %q: %w", name, err)
-	}
-	// Mounted filesystems grow with the volume, online.
+	// A mapped device and mounted filesystems grow with the volume,
+	// online; at the same size, a filesystem smaller than the volume (it
+	// grew while not mounted, or an earlier growth failed) grows to fill it.
 	v.mu.Lock()
 	mounts := make([]*fusefile.Mounted, 0, len(v.mounts))
 	for _, m := range v.mounts {
 		mounts = append(mounts, m)
 	}
+	mapped := v.mapped
 	v.mu.Unlock()
+	if mapped != nil {
+		if err := mapped.Grow(); err != nil {
+			return c.Info(), fmt.Errorf("volume %q grew to %d bytes, but its mapped device did not: %w", name, size, err)
+		}
+	}
 	var errs []error
 	for _, m := range mounts {
 		if err := m.Grow(context.Background()); err != nil {
@@ -525,6 +540,8 @@ type Status struct {
 	Connections int
 	// Mounts lists the directories the volume is mounted at, sorted.
 	Mounts []string
+	// Devices lists the block devices the volume is mapped at (Map).
+	Devices []string
 	// Limits are the QoS limits set on the volume (see SetLimits).
 	Limits qos.Limits
 }
@@ -543,6 +560,9 @@ func (a *Agent) Status(name string) (Status, error) {
 		v.mu.Lock()
 		st.Connections = v.conns
 		st.Mounts = v.mountTargetsLocked()
+		if v.mapped != nil {
+			st.Devices = []string{v.mapped.LoopDevice()}
+		}
 		st.Limits = v.limits
 		v.mu.Unlock()
 	}
@@ -671,6 +691,11 @@ func (a *Agent) Mount(ctx context.Context, name string, opts MountOptions) (Moun
 		v.mu.Unlock()
 		return MountInfo{}, fmt.Errorf("volume %q is %s: %w", name, v.busy, errdefs.ErrUnavailable)
 	}
+	if v.mapped != nil {
+		dev := v.mapped.LoopDevice()
+		v.mu.Unlock()
+		return MountInfo{}, fmt.Errorf("volume %q is mapped at %s; unmap it first (strata volume unmap %s): %w", name, dev, name, errdefs.ErrFailedPrecondition)
+	}
 	eng, err := a.engineLocked(v)
 	v.mu.Unlock()
 	if err != nil {
@@ -756,6 +781,12 @@ func (a *Agent) Close() error {
 				errs = append(errs, fmt.Errorf("unmount %s: %w", t, err))
 			}
 			delete(v.mounts, t)
+		}
+		if v.mapped != nil {
+			if err := v.mapped.Unmap(); err != nil {
+				errs = append(errs, fmt.Errorf("unmap volume %q: %w", v.name, err))
+			}
+			v.mapped = nil
 		}
 		if err := v.closeEngineLocked(); err != nil {
 			errs = append(errs, err)

@@ -80,6 +80,11 @@ func (a *attachment) attachLoop(rev *reverter) error {
 // itself). A later call picks up where a failed one stopped.
 func (a *attachment) release(user string) error {
 	if a.loopAttached {
+		// Write back the device's page cache first: once detached, the
+		// loop device fails the writeback of its last close.
+		if a.loop.fd >= 0 {
+			unix.Fsync(a.loop.fd)
+		}
 		a.loop.detach()
 		if !waitLoopDetached(a.loop.number, a.fuseFile, unmountWait) {
 			return fmt.Errorf("fusefile: %s is still in use (a bind mount of %s elsewhere, or a process with the device open): %w", a.loopPath, user, errdefs.ErrFailedPrecondition)

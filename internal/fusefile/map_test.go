@@ -61,8 +61,20 @@ func TestMap(t *testing.T) {
 	if got := loopBytes(t, m.LoopDevice()); got != 32*mib {
 		t.Fatalf("loop device is %d bytes after Grow, want %d", got, 32*mib)
 	}
+	// Written without a sync: Unmap writes it back.
+	unsynced := randomBytes(t, 4096)
+	if f, err = os.OpenFile(m.LoopDevice(), os.O_RDWR, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(unsynced, 20*mib); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	if err := m.Unmap(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := dev.ReadAt(got[:len(unsynced)], 20*mib); err != nil || !bytes.Equal(got[:len(unsynced)], unsynced) {
+		t.Fatalf("a write not synced before Unmap is lost: %v", err)
 	}
 	if err := m.Unmap(); err != nil {
 		t.Fatalf("second Unmap: %v", err)

@@ -69,6 +69,7 @@ func (s *Server) view(rec meta.Volume, snapshots int) *pb.Volume {
 		if st.Mounts != nil {
 			v.Mounts = st.Mounts
 		}
+		v.Devices = st.Devices
 	}
 	return v
 }
@@ -472,13 +473,11 @@ func (s *Server) MountVolume(ctx context.Context, req *pb.MountVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(req.Name)
-	defer unlock()
-	ctx, cancel := detach(ctx, opTimeout)
-	defer cancel()
-	if _, err := s.readyVolume(ctx, req.Name); err != nil {
+	ctx, done, err := s.useVolume(ctx, req.Name)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	m, err := s.agent.Mount(ctx, req.Name, agent.MountOptions{Target: target, FSType: fs, ReadOnly: req.ReadOnly})
 	if err != nil {
 		return nil, err

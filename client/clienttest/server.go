@@ -49,6 +49,7 @@ type Server struct {
 	requests []Request
 	fail     func(method string) error
 	settings map[string]string // cluster settings that were set
+	maps     int               // MapVolume calls that mapped a volume
 }
 
 // Request is one call the server received.

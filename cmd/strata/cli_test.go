@@ -485,8 +485,8 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	walk(root)
-	if n != 20 {
-		t.Errorf("found %d client commands, want 20 (status, volume and 11 subcommands, snapshot and 3, cluster and 2)", n)
+	if n != 22 {
+		t.Errorf("found %d client commands, want 22 (status, volume and 13 subcommands, snapshot and 3, cluster and 2)", n)
 	}
 	// A group alone prints its help and succeeds.
 	if out, err := cli(t, "volume"); err != nil || !strings.Contains(out, "Available Commands:") {

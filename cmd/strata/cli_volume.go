@@ -29,7 +29,8 @@ Export it over NBD for VMs and NBD clients, or mount its filesystem on the node.
 		newVolumeCreateCmd(cf), newVolumeListCmd(cf), newVolumeInspectCmd(cf),
 		newVolumeDeleteCmd(cf), newVolumeResizeCmd(cf), newVolumeCloneCmd(cf),
 		newVolumeRevertCmd(cf), newVolumeExportCmd(cf), newVolumeMountCmd(cf),
-		newVolumeUnmountCmd(cf), newVolumeUpdateCmd(cf),
+		newVolumeUnmountCmd(cf), newVolumeUpdateCmd(cf), newVolumeMapCmd(cf),
+		newVolumeUnmapCmd(cf),
 	)
 	return cmd
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-storage/strata/internal/mountinfo"
 )
 
 // Cleanup removes what mounts of a dead process left under stateDir. Call it
@@ -51,13 +53,13 @@ func Cleanup(stateDir string) error {
 	}
 	var errs []error
 	for _, m := range ms {
-		if m.fsType != "fuse."+fuseSubtype || !strings.HasPrefix(m.mountPoint, root+"/") {
+		if m.FSType != "fuse."+fuseSubtype || !strings.HasPrefix(m.MountPoint, root+"/") {
 			continue
 		}
-		if claimed(m.mountPoint) || !stale(m.mountPoint) {
+		if claimed(m.MountPoint) || !stale(m.MountPoint) {
 			continue
 		}
-		if err := cleanupStale(m.mountPoint, ms); err != nil {
+		if err := cleanupStale(m.MountPoint, ms); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -86,7 +88,7 @@ func stale(mnt string) bool {
 	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
 }
 
-func cleanupStale(mnt string, ms []mountEntry) error {
+func cleanupStale(mnt string, ms []mountinfo.Mount) error {
 	name := filepath.Base(filepath.Dir(mnt))
 	backing := filepath.Join(mnt, name)
 	var errs []error
@@ -94,8 +96,8 @@ func cleanupStale(mnt string, ms []mountEntry) error {
 		devNum := loopDevNumber(n)
 		var targets []string
 		for _, m := range ms {
-			if devNum != "" && m.devNum == devNum {
-				targets = append(targets, m.mountPoint)
+			if devNum != "" && m.Dev == devNum {
+				targets = append(targets, m.MountPoint)
 			}
 		}
 		// Deepest first, in case something is mounted inside a target.

@@ -143,45 +143,8 @@ func mountArgs(found string) (kernelType, data string, err error) {
 	}
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	devNum     string // major:minor
-	mountPoint string
-	fsType     string
-	source     string
-}
-
 // mounts reads /proc/self/mountinfo.
-func mounts() ([]mountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []mountEntry
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(f) {
-			continue
-		}
-		out = append(out, mountEntry{
-			devNum:     f[2],
-			mountPoint: mountinfo.Unescape(f[4]),
-			fsType:     f[sep+1],
-			source:     mountinfo.Unescape(f[sep+2]),
-		})
-	}
-	return out, nil
-}
+func mounts() ([]mountinfo.Mount, error) { return mountinfo.Read() }
 
 // isMountPoint reports whether path is a mount point.
 func isMountPoint(path string) (bool, error) {
@@ -190,7 +153,7 @@ func isMountPoint(path string) (bool, error) {
 		return false, err
 	}
 	for _, m := range ms {
-		if m.mountPoint == path {
+		if m.MountPoint == path {
 			return true, nil
 		}
 	}

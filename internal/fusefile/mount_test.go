@@ -109,9 +109,9 @@ func (e *env) checkNothingLeft(t *testing.T) {
 	}
 	var left []string
 	for i := len(ms) - 1; i >= 0; i-- {
-		if strings.HasPrefix(ms[i].mountPoint, e.dir+"/") {
-			left = append(left, ms[i].mountPoint)
-			unix.Unmount(ms[i].mountPoint, unix.MNT_DETACH)
+		if strings.HasPrefix(ms[i].MountPoint, e.dir+"/") {
+			left = append(left, ms[i].MountPoint)
+			unix.Unmount(ms[i].MountPoint, unix.MNT_DETACH)
 		}
 	}
 	if len(left) > 0 {
@@ -434,8 +434,8 @@ func TestMkfsFailureLeavesNothing(t *testing.T) {
 	}
 	ms, _ := mounts()
 	for _, m := range ms {
-		if strings.HasPrefix(m.mountPoint, e.dir+"/") {
-			t.Fatalf("mount left behind: %s", m.mountPoint)
+		if strings.HasPrefix(m.MountPoint, e.dir+"/") {
+			t.Fatalf("mount left behind: %s", m.MountPoint)
 		}
 	}
 	for _, p := range []string{filepath.Join(e.dir, "a"), filepath.Join(e.stateDir, "tiny")} {

@@ -1,6 +1,7 @@
 // Package errdefs is Strata's one error vocabulary. Every package wraps these
-// sentinels (fmt.Errorf("volume %q: %w", name, errdefs.ErrNotFound)); the API
-// server maps them to gRPC and HTTP codes in exactly one place.
+// sentinels (fmt.Errorf("volume %q: %w", name, errdefs.ErrNotFound));
+// GRPCCode maps them to gRPC (and so HTTP) codes, for the API server and the
+// CSI driver alike.
 package errdefs
 
 import (

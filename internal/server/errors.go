@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -11,11 +9,9 @@ import (
 	"github.com/strata-storage/strata/internal/errdefs"
 )
 
-// toStatus is the one place where Strata's error vocabulary (errdefs)
-// becomes gRPC codes; the REST gateway derives HTTP codes from those
-// (InvalidArgument 400, NotFound 404, AlreadyExists 409, FailedPrecondition
-// 400, ResourceExhausted 429, Unauthenticated 401, PermissionDenied 403,
-// Unavailable 503). The message is the error's text on one line.
+// toStatus turns an error into a gRPC status error with the code
+// errdefs.GRPCCode gives it (the one place Strata's error vocabulary becomes
+// gRPC and HTTP codes). The message is the error's text on one line.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -23,27 +19,7 @@ func toStatus(err error) error {
 	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
-	code := codes.Internal
-	for _, m := range []struct {
-		target error
-		code   codes.Code
-	}{
-		{context.Canceled, codes.Canceled},
-		{context.DeadlineExceeded, codes.DeadlineExceeded},
-		{errdefs.ErrInvalidArgument, codes.InvalidArgument},
-		{errdefs.ErrNotFound, codes.NotFound},
-		{errdefs.ErrAlreadyExists, codes.AlreadyExists},
-		{errdefs.ErrFailedPrecondition, codes.FailedPrecondition},
-		{errdefs.ErrNoSpace, codes.ResourceExhausted},
-		{errdefs.ErrUnauthenticated, codes.Unauthenticated},
-		{errdefs.ErrPermissionDenied, codes.PermissionDenied},
-		{errdefs.ErrUnavailable, codes.Unavailable},
-	} {
-		if errors.Is(err, m.target) {
-			code = m.code
-			break
-		}
-	}
+	code := errdefs.GRPCCode(err)
 	msg := strings.Join(strings.Fields(err.Error()), " ")
 	if code == codes.ResourceExhausted {
 		msg += " (the pool is full: free space by deleting volumes or snapshots)"

@@ -36,6 +36,7 @@ test-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
 	fi
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@test -x $(GOBIN)/helm || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -71,3 +72,11 @@ bench: build
 
 clean:
 	rm -rf bin .run
+
+## deploy-manifests: render deploy/kubernetes/strata.yaml from the Helm chart
+## deploy/kubernetes/chart/strata (make test fails while they differ).
+HELM_VERSION := v3.22.0
+.PHONY: deploy-manifests
+deploy-manifests:
+	@test -x $(GOBIN)/helm || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	$(GO) test -count=1 -run '^TestRenderedManifests$$' ./deploy/kubernetes -update

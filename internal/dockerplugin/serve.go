@@ -7,8 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/strata-storage/strata/internal/unixsock"
 )
 
 // DefaultSocket is where dockerd looks for the strata driver.
@@ -31,27 +32,14 @@ func Serve(ctx context.Context, socketPath string, api Backend, opts Options) er
 	return p.Run(ctx, ln)
 }
 
-// Listen listens on the unix socket path, replacing a stale socket.
+// Listen listens on the unix socket path, replacing a stale socket. Only
+// root (dockerd) may drive the plugin: it mounts filesystems.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("docker plugin socket: %w", err)
-	}
-	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("docker plugin socket %s is served by another process (is another strata node running on this machine?)", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("docker plugin socket: remove stale %s: %w", path, err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("docker plugin socket: %w", err)
-	}
-	// Only root (dockerd) may drive the plugin: it mounts filesystems.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		if errors.Is(err, unixsock.ErrServed) {
+			err = fmt.Errorf("%w (is another strata node running on this machine?)", err)
+		}
 		return nil, fmt.Errorf("docker plugin socket: %w", err)
 	}
 	return ln, nil

@@ -721,6 +721,15 @@ func (a *Agent) Mount(ctx context.Context, name string, opts MountOptions) (Moun
 	return mountInfo(name, m), nil
 }
 
+// MountedAt returns the volume that Mount mounted at target, if any.
+func (a *Agent) MountedAt(target string) (string, bool) {
+	target = canonical(target)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name, ok := a.mounts[target]
+	return name, ok
+}
+
 // Unmount unmounts what Mount mounted at target and returns the volume's
 // name. A target the agent did not mount is errdefs.ErrNotFound.
 func (a *Agent) Unmount(target string) (string, error) {

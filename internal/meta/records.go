@@ -47,6 +47,10 @@ type Volume struct {
 	// QoS is the volume's I/O limits; zero (no limit) in records written
 	// before QoS existed.
 	QoS qos.Limits `json:"qos,omitzero"`
+	// Tenant owns the volume (a developer's clone); empty for volumes no
+	// tenant owns (production volumes, templates' internals), which only
+	// admins manage and viewers read.
+	Tenant string `json:"tenant,omitempty"`
 	// Rev is the record's etcd mod revision, set by reads and writes; the
 	// compare-and-swap of Update and Delete is on it.
 	Rev int64 `json:"-"`
@@ -76,13 +80,25 @@ type Node struct {
 	Rev           int64 `json:"-"`
 }
 
-// RoleAdmin may make every call.
-const RoleAdmin = "admin"
+// Roles of API tokens (see internal/server's access rules).
+const (
+	// RoleAdmin may make every call.
+	RoleAdmin = "admin"
+	// RoleDeveloper manages the volumes of its tenant only.
+	RoleDeveloper = "developer"
+	// RoleViewer may read everything's metadata and change nothing.
+	RoleViewer = "viewer"
+)
 
 // Token is an API token. Only the SHA-256 of the token is stored.
 type Token struct {
-	Hash    string    `json:"hash"` // hex SHA-256 of the token (see HashToken)
-	Role    string    `json:"role"`
+	Hash string `json:"hash"` // hex SHA-256 of the token (see HashToken)
+	Role string `json:"role"`
+	// User is the user the token belongs to (see User); empty for the
+	// admin token strata up makes.
+	User string `json:"user,omitempty"`
+	// Tenant is the user's tenant (developers only).
+	Tenant  string    `json:"tenant,omitempty"`
 	Created time.Time `json:"created"`
 	Rev     int64     `json:"-"`
 }

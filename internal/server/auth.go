@@ -35,27 +35,36 @@ type tokenCache struct {
 	loaded time.Time
 }
 
-// role returns the role of the token whose SHA-256 is sum.
-func (c *tokenCache) role(ctx context.Context, sum []byte) (string, error) {
+// lookup returns the token whose SHA-256 is sum.
+func (c *tokenCache) lookup(ctx context.Context, sum []byte) (meta.Token, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.loaded) > tokenTTL {
 		if err := c.loadLocked(ctx); err != nil {
-			return "", err
+			return meta.Token{}, err
 		}
 	}
-	if r, ok := c.findLocked(sum); ok {
-		return r, nil
+	if t, ok := c.findLocked(sum); ok {
+		return t, nil
 	}
 	if time.Since(c.loaded) > tokenRetry {
 		if err := c.loadLocked(ctx); err != nil {
-			return "", err
+			return meta.Token{}, err
 		}
-		if r, ok := c.findLocked(sum); ok {
-			return r, nil
+		if t, ok := c.findLocked(sum); ok {
+			return t, nil
 		}
 	}
-	return "", fmt.Errorf("invalid token: %w", errdefs.ErrUnauthenticated)
+	return meta.Token{}, fmt.Errorf("invalid token: %w", errdefs.ErrUnauthenticated)
+}
+
+// invalidate makes the next lookup read the tokens again: a token deleted
+// or replaced through this node stops working at once (on other nodes,
+// within tokenTTL).
+func (c *tokenCache) invalidate() {
+	c.mu.Lock()
+	c.loaded = time.Time{}
+	c.mu.Unlock()
 }
 
 func (c *tokenCache) loadLocked(ctx context.Context) error {
@@ -68,57 +77,67 @@ func (c *tokenCache) loadLocked(ctx context.Context) error {
 }
 
 // findLocked compares sum with every stored hash in constant time.
-func (c *tokenCache) findLocked(sum []byte) (string, bool) {
-	role, found := "", false
+func (c *tokenCache) findLocked(sum []byte) (meta.Token, bool) {
+	var tok meta.Token
+	found := false
 	for _, t := range c.tokens {
 		h, err := hex.DecodeString(t.Hash)
 		if err != nil {
 			continue
 		}
 		if subtle.ConstantTimeCompare(h, sum) == 1 {
-			role, found = t.Role, true
+			tok, found = t, true
 		}
 	}
-	return role, found
+	return tok, found
 }
 
 // authenticate checks the "authorization: Bearer TOKEN" metadata of a call
-// (the REST gateway forwards the HTTP Authorization header as it).
-func (s *Server) authenticate(ctx context.Context) error {
+// (the REST gateway forwards the HTTP Authorization header as it) and
+// returns who makes it.
+func (s *Server) authenticate(ctx context.Context) (Caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
-		return fmt.Errorf("missing token: send \"authorization: Bearer TOKEN\" (the token is in the client config written by strata up): %w", errdefs.ErrUnauthenticated)
+		return Caller{}, fmt.Errorf("missing token: send \"authorization: Bearer TOKEN\" (the token is in the client config written by strata up): %w", errdefs.ErrUnauthenticated)
 	}
 	scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
-		return fmt.Errorf("authorization must be \"Bearer TOKEN\": %w", errdefs.ErrUnauthenticated)
+		return Caller{}, fmt.Errorf("authorization must be \"Bearer TOKEN\": %w", errdefs.ErrUnauthenticated)
 	}
 	sum := sha256.Sum256([]byte(token))
-	role, err := s.tokens.role(ctx, sum[:])
+	tok, err := s.tokens.lookup(ctx, sum[:])
 	if err != nil {
-		return err
+		return Caller{}, err
 	}
-	if role != meta.RoleAdmin {
-		return fmt.Errorf("role %q may not make this call: %w", role, errdefs.ErrPermissionDenied)
+	c := Caller{User: tok.User, Role: tok.Role, Tenant: tok.Tenant}
+	if c.User == "" {
+		// The admin token strata up makes belongs to no user record.
+		c.User = AdminUser
 	}
-	return nil
+	return c, nil
 }
 
-// unary authenticates every call and maps the errors it returns to gRPC
-// status codes.
+// unary authenticates every call, checks the method against the access
+// rules, gives the handler the caller (CallerFrom), and maps the errors it
+// returns to gRPC status codes.
 func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.authenticate(ctx); err != nil {
+	caller, err := s.authenticate(ctx)
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp, err := handler(ctx, req)
+	if err := authorizeMethod(caller, info.FullMethod); err != nil {
+		s.log.Info("call denied", "method", info.FullMethod, "user", caller.User, "role", caller.Role, "err", err)
+		return nil, toStatus(err)
+	}
+	resp, err := handler(withCaller(ctx, caller), req)
 	if err != nil {
 		st := toStatus(err)
 		if c := status.Code(st); c == codes.Internal || c == codes.Unknown || c == codes.Unavailable {
-			s.log.Error("call failed", "method", info.FullMethod, "err", err)
+			s.log.Error("call failed", "method", info.FullMethod, "user", caller.User, "err", err)
 		} else {
-			s.log.Debug("call refused", "method", info.FullMethod, "err", err)
+			s.log.Debug("call refused", "method", info.FullMethod, "user", caller.User, "err", err)
 		}
 		return nil, st
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // GetStatus reports the cluster: its id, nodes, and how many volumes and
-// snapshots it holds. A node is online when its last heartbeat is less than
+// snapshots it holds (of those the caller may see). A node is online when its last heartbeat is less than
 // three heartbeat periods old.
 func (s *Server) GetStatus(ctx context.Context, req *pb.GetStatusRequest) (*pb.Status, error) {
 	nodes, err := s.meta.ListNodes(ctx)
@@ -29,13 +29,17 @@ func (s *Server) GetStatus(ctx context.Context, req *pb.GetStatusRequest) (*pb.S
 		ClusterId:     s.clusterID,
 		EtcdEndpoints: s.meta.Endpoints(),
 	}
+	// Counts of what the caller may see: a developer's, of its tenant.
+	caller := CallerFrom(ctx)
+	reach := map[string]bool{}
 	for _, v := range vols {
-		if v.State == meta.StateReady {
+		reach[v.Name] = mayReach(caller, v)
+		if v.State == meta.StateReady && reach[v.Name] {
 			st.VolumeCount++
 		}
 	}
 	for _, sn := range snaps {
-		if sn.State == meta.StateReady {
+		if sn.State == meta.StateReady && (reach[sn.Volume] || caller.Role == meta.RoleAdmin || caller.Role == meta.RoleViewer) {
 			st.SnapshotCount++
 		}
 	}

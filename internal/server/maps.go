@@ -5,6 +5,7 @@ import (
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/meta"
 )
 
 // MapVolume makes the volume a raw block device of this node (a loop
@@ -14,7 +15,7 @@ func (s *Server) MapVolume(ctx context.Context, req *pb.MapVolumeRequest) (*pb.M
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
 	}
-	ctx, done, err := s.useVolume(ctx, req.Name)
+	ctx, done, err := s.useVolume(ctx, req.Name, actMap)
 	if err != nil {
 		return nil, err
 	}
@@ -32,6 +33,11 @@ func (s *Server) UnmapVolume(ctx context.Context, req *pb.UnmapVolumeRequest) (*
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
 	}
+	if CallerFrom(ctx).Role != meta.RoleAdmin {
+		if _, err := s.volumeFor(ctx, req.Name, actUnmap); err != nil {
+			return nil, err
+		}
+	}
 	unlock := s.locks.lock(req.Name)
 	defer unlock()
 	if err := s.agent.Unmap(req.Name); err != nil {
@@ -41,13 +47,14 @@ func (s *Server) UnmapVolume(ctx context.Context, req *pb.UnmapVolumeRequest) (*
 }
 
 // useVolume starts an operation that puts a ready volume to use on this
-// node (mount, map): it takes the volume's lock and returns the context
-// the operation runs under and the function that ends it.
-func (s *Server) useVolume(ctx context.Context, name string) (context.Context, func(), error) {
+// node (mount, map) if the caller may (action): it takes the volume's lock
+// and returns the context the operation runs under and the function that
+// ends it.
+func (s *Server) useVolume(ctx context.Context, name, action string) (context.Context, func(), error) {
 	unlock := s.locks.lock(name)
 	ctx, cancel := detach(ctx, opTimeout)
 	done := func() { cancel(); unlock() }
-	if _, err := s.readyVolume(ctx, name); err != nil {
+	if _, err := s.readyVolumeFor(ctx, name, action); err != nil {
 		done()
 		return nil, nil, err
 	}

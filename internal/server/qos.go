@@ -74,7 +74,7 @@ func (s *Server) UpdateVolume(ctx context.Context, req *pb.UpdateVolumeRequest) 
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	rec, err := s.readyVolume(ctx, name)
+	rec, err := s.readyVolumeFor(ctx, name, actUpdate)
 	if err != nil {
 		return nil, err
 	}

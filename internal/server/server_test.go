@@ -255,13 +255,11 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("rest create without token: %d", code)
 	}
 	// A token of an unknown role may do nothing.
-	if _, err := n.meta.CreateToken(bg, meta.HashToken("viewer-token"), "viewer"); err != nil {
+	if _, err := n.meta.CreateToken(bg, meta.HashToken("auditor-token"), "auditor"); err != nil {
 		t.Fatal(err)
 	}
-	n.srv.tokens.mu.Lock()
-	n.srv.tokens.loaded = time.Time{}
-	n.srv.tokens.mu.Unlock()
-	_, err := n.vols().ListVolumes(metadata.AppendToOutgoingContext(bg, "authorization", "Bearer viewer-token"), &pb.ListVolumesRequest{})
+	n.srv.tokens.invalidate()
+	_, err := n.vols().ListVolumes(metadata.AppendToOutgoingContext(bg, "authorization", "Bearer auditor-token"), &pb.ListVolumesRequest{})
 	wantCode(t, "unknown role", err, codes.PermissionDenied)
 
 	// The API description needs no token.

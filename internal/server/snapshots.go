@@ -57,7 +57,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *pb.CreateSnapshotReque
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	if _, err := s.readyVolume(ctx, vol); err != nil {
+	if _, err := s.readyVolumeFor(ctx, vol, actSnapshot); err != nil {
 		return nil, err
 	}
 	name := req.Name
@@ -99,20 +99,25 @@ func snapshotView(rec meta.Snapshot, clones int) *pb.Snapshot {
 	}
 }
 
-// ListSnapshots lists the snapshots of a volume, or of every volume when
-// volume is empty, oldest first within a volume.
+// ListSnapshots lists the snapshots of a volume, or of every volume the
+// caller may see when volume is empty, oldest first within a volume.
 func (s *Server) ListSnapshots(ctx context.Context, req *pb.ListSnapshotsRequest) (*pb.ListSnapshotsResponse, error) {
 	if req.Volume != "" {
 		if err := errdefs.ValidateName("volume", req.Volume); err != nil {
 			return nil, err
 		}
-		if _, err := s.meta.GetVolume(ctx, req.Volume); err != nil {
+		if _, err := s.volumeFor(ctx, req.Volume, actListSnapshots); err != nil {
 			return nil, err
 		}
 	}
 	recs, err := s.meta.ListSnapshots(ctx, req.Volume)
 	if err != nil {
 		return nil, err
+	}
+	if req.Volume == "" {
+		if recs, err = s.reachableSnapshots(ctx, recs); err != nil {
+			return nil, err
+		}
 	}
 	clones := map[string]map[string]int{} // volume -> snapshot -> clones
 	resp := &pb.ListSnapshotsResponse{Snapshots: []*pb.Snapshot{}}
@@ -162,7 +167,7 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	if _, err := s.meta.GetVolume(ctx, vol); err != nil {
+	if _, err := s.volumeFor(ctx, vol, actDeleteSnapshot); err != nil {
 		return nil, err
 	}
 	rec, err := s.meta.GetSnapshot(ctx, vol, req.Name)
@@ -186,4 +191,27 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 		return nil, err
 	}
 	return &pb.DeleteSnapshotResponse{KeptForClones: int32(res.KeptForClones)}, nil
+}
+
+// reachableSnapshots keeps the snapshots of the volumes the caller may see.
+func (s *Server) reachableSnapshots(ctx context.Context, recs []meta.Snapshot) ([]meta.Snapshot, error) {
+	c := CallerFrom(ctx)
+	if c.Role == meta.RoleAdmin || c.Role == meta.RoleViewer {
+		return recs, nil
+	}
+	vols, err := s.meta.ListVolumes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ok := map[string]bool{}
+	for _, v := range vols {
+		ok[v.Name] = mayReach(c, v)
+	}
+	out := recs[:0]
+	for _, sn := range recs {
+		if ok[sn.Volume] {
+			out = append(out, sn)
+		}
+	}
+	return out, nil
 }

@@ -263,7 +263,8 @@ func fromText(parent string) string {
 	return ", cloned from " + parent
 }
 
-// ListVolumes lists every volume, sorted by name.
+// ListVolumes lists every volume the caller may see (a developer: its
+// tenant's), sorted by name.
 func (s *Server) ListVolumes(ctx context.Context, req *pb.ListVolumesRequest) (*pb.ListVolumesResponse, error) {
 	recs, err := s.meta.ListVolumes(ctx)
 	if err != nil {
@@ -273,9 +274,12 @@ func (s *Server) ListVolumes(ctx context.Context, req *pb.ListVolumesRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	caller := CallerFrom(ctx)
 	resp := &pb.ListVolumesResponse{Volumes: make([]*pb.Volume, 0, len(recs))}
 	for _, rec := range recs {
-		resp.Volumes = append(resp.Volumes, s.view(rec, counts[rec.Name]))
+		if mayReach(caller, rec) {
+			resp.Volumes = append(resp.Volumes, s.view(rec, counts[rec.Name]))
+		}
 	}
 	return resp, nil
 }
@@ -285,7 +289,7 @@ func (s *Server) GetVolume(ctx context.Context, req *pb.GetVolumeRequest) (*pb.V
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
 	}
-	rec, err := s.meta.GetVolume(ctx, req.Name)
+	rec, err := s.volumeFor(ctx, req.Name, actRead)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +308,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *pb.DeleteVolumeRequest) 
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	rec, err := s.meta.GetVolume(ctx, name)
+	rec, err := s.volumeFor(ctx, name, actDelete)
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +356,7 @@ func (s *Server) ResizeVolume(ctx context.Context, req *pb.ResizeVolumeRequest) 
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	rec, err := s.readyVolume(ctx, name)
+	rec, err := s.readyVolumeFor(ctx, name, actResize)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +407,7 @@ func (s *Server) RevertVolume(ctx context.Context, req *pb.RevertVolumeRequest) 
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	rec, err := s.readyVolume(ctx, name)
+	rec, err := s.readyVolumeFor(ctx, name, actRevert)
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +454,7 @@ func (s *Server) ExportVolume(ctx context.Context, req *pb.ExportVolumeRequest) 
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
 	}
-	if _, err := s.readyVolume(ctx, req.Name); err != nil {
+	if _, err := s.readyVolumeFor(ctx, req.Name, actExport); err != nil {
 		return nil, err
 	}
 	if s.nbdAddr == "" {
@@ -473,7 +477,7 @@ func (s *Server) MountVolume(ctx context.Context, req *pb.MountVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	ctx, done, err := s.useVolume(ctx, req.Name)
+	ctx, done, err := s.useVolume(ctx, req.Name, actMount)
 	if err != nil {
 		return nil, err
 	}
@@ -490,6 +494,13 @@ func (s *Server) UnmountVolume(ctx context.Context, req *pb.UnmountVolumeRequest
 	target, err := mountTarget(req.Target)
 	if err != nil {
 		return nil, err
+	}
+	if CallerFrom(ctx).Role != meta.RoleAdmin {
+		if name, ok := s.agent.MountedAt(target); ok {
+			if _, err := s.volumeFor(ctx, name, actUnmount); err != nil {
+				return nil, err
+			}
+		}
 	}
 	name, err := s.agent.Unmount(target)
 	if err != nil {

@@ -95,6 +95,16 @@ var methodAccess = map[string]access{
 	pb.ClusterService_GetStatus_FullMethodName:   readAll,
 	pb.ClusterService_SetSetting_FullMethodName:  adminOnly,
 	pb.ClusterService_GetSettings_FullMethodName: viewerRead,
+
+	pb.UserService_CreateUser_FullMethodName:      adminOnly,
+	pb.UserService_ListUsers_FullMethodName:       viewerRead,
+	pb.UserService_DeleteUser_FullMethodName:      adminOnly,
+	pb.UserService_RotateUserToken_FullMethodName: adminOnly,
+	pb.UserService_WhoAmI_FullMethodName:          readAll,
+
+	pb.SecretService_SetSecret_FullMethodName:    adminOnly,
+	pb.SecretService_ListSecrets_FullMethodName:  viewerRead,
+	pb.SecretService_DeleteSecret_FullMethodName: adminOnly,
 }
 
 // authorizeMethod checks the caller's role against the method's rule.

@@ -84,6 +84,8 @@ type Server struct {
 	pb.UnimplementedVolumeServiceServer
 	pb.UnimplementedSnapshotServiceServer
 	pb.UnimplementedClusterServiceServer
+	pb.UnimplementedUserServiceServer
+	pb.UnimplementedSecretServiceServer
 }
 
 // New makes the server, its gRPC services and their REST gateway, and
@@ -125,6 +127,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	pb.RegisterVolumeServiceServer(s.grpc, s)
 	pb.RegisterSnapshotServiceServer(s.grpc, s)
 	pb.RegisterClusterServiceServer(s.grpc, s)
+	pb.RegisterUserServiceServer(s.grpc, s)
+	pb.RegisterSecretServiceServer(s.grpc, s)
 
 	// The gateway calls the gRPC server through an in-process connection,
 	// so REST calls take the same path as gRPC ones: the same interceptor
@@ -141,6 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.gw = runtime.NewServeMux()
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		pb.RegisterVolumeServiceHandler, pb.RegisterSnapshotServiceHandler, pb.RegisterClusterServiceHandler,
+		pb.RegisterUserServiceHandler, pb.RegisterSecretServiceHandler,
 	} {
 		if err := reg(context.WithoutCancel(ctx), s.gw, s.gwConn); err != nil {
 			s.gwConn.Close()

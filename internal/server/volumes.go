@@ -51,6 +51,7 @@ func (s *Server) view(rec meta.Volume, snapshots int) *pb.Volume {
 		Mounts:        []string{},
 		Labels:        rec.Labels,
 		Qos:           qosView(rec.QoS),
+		Tenant:        rec.Tenant,
 	}
 	if rec.Node != s.node || rec.State != meta.StateReady {
 		return v

@@ -11,6 +11,7 @@ package clienttest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"path"
 	"sort"
@@ -204,7 +205,7 @@ func busy(v *stratav1.Volume, what string) error {
 	return nil
 }
 
-func (s *Server) create(name string, size int64, from string) (*stratav1.Volume, error) {
+func (s *Server) create(name string, size int64, from string, labels map[string]string) (*stratav1.Volume, error) {
 	if err := nameErr("volume", name); err != nil {
 		return nil, err
 	}
@@ -225,12 +226,12 @@ func (s *Server) create(name string, size int64, from string) (*stratav1.Volume,
 		return nil, errf(codes.InvalidArgument, "size must be positive")
 	}
 	if v, ok := s.vols[name]; ok {
-		if v.SizeBytes == size && v.Parent == from {
+		if v.SizeBytes == size && v.Parent == from && maps.Equal(v.Labels, labels) {
 			return v, nil
 		}
 		return nil, errf(codes.AlreadyExists, "volume %q already exists", name)
 	}
-	v := &stratav1.Volume{Name: name, SizeBytes: size, Parent: from, Node: "node-1", State: "ready",
+	v := &stratav1.Volume{Name: name, SizeBytes: size, Parent: from, Node: "node-1", State: "ready", Labels: labels,
 		CreatedAt: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), Layers: 1}
 	if src != nil {
 		src.Clones++
@@ -246,7 +247,7 @@ type volumes struct {
 }
 
 func (f volumes) CreateVolume(_ context.Context, r *stratav1.CreateVolumeRequest) (*stratav1.Volume, error) {
-	return f.s.withLimits(r.Qos, r.FromSnapshot != "")(f.s.create(r.Name, r.SizeBytes, r.FromSnapshot))
+	return f.s.withLimits(r.Qos, r.FromSnapshot != "")(f.s.create(r.Name, r.SizeBytes, r.FromSnapshot, r.Labels))
 }
 
 func (f volumes) ListVolumes(context.Context, *stratav1.ListVolumesRequest) (*stratav1.ListVolumesResponse, error) {
@@ -293,7 +294,7 @@ func (f volumes) ResizeVolume(_ context.Context, r *stratav1.ResizeVolumeRequest
 }
 
 func (f volumes) CloneVolume(_ context.Context, r *stratav1.CloneVolumeRequest) (*stratav1.Volume, error) {
-	return f.s.withLimits(r.Qos, true)(f.s.create(r.Name, r.SizeBytes, r.Source))
+	return f.s.withLimits(r.Qos, true)(f.s.create(r.Name, r.SizeBytes, r.Source, r.Labels))
 }
 
 func (f volumes) RevertVolume(_ context.Context, r *stratav1.RevertVolumeRequest) (*stratav1.Volume, error) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/strata-storage/strata/client"
 	"github.com/strata-storage/strata/internal/agent"
+	"github.com/strata-storage/strata/internal/csi"
 	"github.com/strata-storage/strata/internal/dockerplugin"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
@@ -46,6 +47,8 @@ type upOptions struct {
 	dockerPluginSocket string
 
 	schedulerExtenderAddr string
+
+	csiEndpoint string
 }
 
 func defaultDataDir() string {
@@ -103,6 +106,7 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.dockerPluginSocket, "docker-plugin-socket", dockerplugin.DefaultSocket, "unix socket of the Docker volume plugin; Docker names the driver after the file (strata.sock: driver strata)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:7429 (off when empty; keep it on loopback)")
 	f.StringVar(&o.schedulerExtenderAddr, "scheduler-extender-addr", "", "serve the Kubernetes scheduler extender (POST /filter and /prioritize) on this address, e.g. :7423 (off when empty; see docs/kubernetes.md)")
+	f.StringVar(&o.csiEndpoint, "csi-endpoint", "", "serve the CSI driver "+csi.DriverName+" (Identity, Controller and Node services) on this unix socket, e.g. unix:///var/lib/kubelet/plugins/strata.csi.io/csi.sock (off when empty; needs root, see docs/kubernetes.md)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
 }
@@ -174,6 +178,17 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 		fmt.Fprintf(out, "Kubernetes scheduler extender on %s (POST /filter, /prioritize)\n", o.schedulerExtenderAddr)
 	}
 
+	var csiDone chan error
+	stopCSI := func() {}
+	if o.csiEndpoint != "" {
+		if csiDone, stopCSI, err = serveCSI(ctx, o.csiEndpoint, o.nodeName, n, log); err != nil {
+			stopExtender()
+			stopPlugin()
+			return errors.Join(err, n.stop())
+		}
+		fmt.Fprintf(out, "CSI driver %s on %s\n", csi.DriverName, o.csiEndpoint)
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -188,7 +203,11 @@ func runUp(ctx context.Context, o upOptions, out io.Writer) error {
 	case err := <-extenderDone:
 		extenderDone <- err // for stopExtender
 		runErr = fmt.Errorf("scheduler extender: %w", err)
+	case err := <-csiDone:
+		csiDone <- err // for stopCSI
+		runErr = fmt.Errorf("csi driver: %w", err)
 	}
+	stopCSI()
 	stopExtender()
 	stopPlugin()
 	return errors.Join(runErr, n.stop())

@@ -22,6 +22,10 @@ type Client struct {
 	Snapshots stratav1.SnapshotServiceClient
 	// Cluster reports on the cluster.
 	Cluster stratav1.ClusterServiceClient
+	// Users manages users and their tokens.
+	Users stratav1.UserServiceClient
+	// Secrets manages secrets (their values are never returned).
+	Secrets stratav1.SecretServiceClient
 
 	api  string
 	conn *grpc.ClientConn
@@ -55,6 +59,8 @@ func Dial(ctx context.Context, api, token string) (*Client, error) {
 		Volumes:   stratav1.NewVolumeServiceClient(conn),
 		Snapshots: stratav1.NewSnapshotServiceClient(conn),
 		Cluster:   stratav1.NewClusterServiceClient(conn),
+		Users:     stratav1.NewUserServiceClient(conn),
+		Secrets:   stratav1.NewSecretServiceClient(conn),
 		api:       addr,
 		conn:      conn,
 	}, nil

@@ -233,3 +233,62 @@ func (s *Server) readyVolumeFor(ctx context.Context, name, action string) (meta.
 	}
 	return rec, err
 }
+
+// authorizeTemplate checks that the caller may act on template name:
+// admins on every template; viewers read every template; developers read
+// and clone (actRead, actClone) only the templates granted to their tenant
+// (meta.Grant), and do nothing else with templates. A refusal is
+// errdefs.ErrPermissionDenied.
+func (s *Server) authorizeTemplate(ctx context.Context, name, action string) error {
+	c := CallerFrom(ctx)
+	var why string
+	switch c.Role {
+	case meta.RoleAdmin:
+		return nil
+	case meta.RoleViewer:
+		if action == actRead {
+			return nil
+		}
+		why = "viewers have read-only access"
+	case meta.RoleDeveloper:
+		if action != actRead && action != actClone {
+			why = "developers only read and clone templates"
+			break
+		}
+		ok, err := s.meta.HasGrant(ctx, name, c.Tenant)
+		if err != nil {
+			return err
+		}
+		if ok && c.Tenant != "" {
+			return nil
+		}
+		why = "it is not granted to tenant " + cmp.Or(c.Tenant, `""`) + " (strata template grant)"
+	default:
+		why = fmt.Sprintf("role %q is unknown to this server", c.Role)
+	}
+	return fmt.Errorf("%s may not %s template %q: %s: %w", c, action, name, why, errdefs.ErrPermissionDenied)
+}
+
+// templateFilter returns the test of which templates the caller may see,
+// for lists: every template for admins and viewers, the granted ones for a
+// developer.
+func (s *Server) templateFilter(ctx context.Context) (func(template string) bool, error) {
+	c := CallerFrom(ctx)
+	switch c.Role {
+	case meta.RoleAdmin, meta.RoleViewer:
+		return func(string) bool { return true }, nil
+	case meta.RoleDeveloper:
+		grants, err := s.meta.ListGrants(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		granted := map[string]bool{}
+		for _, g := range grants {
+			if g.Tenant == c.Tenant && c.Tenant != "" {
+				granted[g.Template] = true
+			}
+		}
+		return func(t string) bool { return granted[t] }, nil
+	}
+	return func(string) bool { return false }, nil
+}

@@ -386,3 +386,58 @@ func TestViewerOnlyReads(t *testing.T) {
 		wantDenied(t, c.what, c.call(), "viewer auditor may not call "+c.what, "read-only")
 	}
 }
+
+// TestAuthorizeTemplate: the checks the template and clone calls make.
+// Developers read and clone only the templates granted to their tenant.
+func TestAuthorizeTemplate(t *testing.T) {
+	n := newNode(t)
+	bg := context.Background()
+	if _, err := n.meta.PutGrant(bg, "orders", "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	admin := withCaller(bg, Caller{User: AdminUser, Role: meta.RoleAdmin})
+	viewer := withCaller(bg, Caller{User: "carol", Role: meta.RoleViewer})
+	devA := withCaller(bg, Caller{User: "alice", Role: meta.RoleDeveloper, Tenant: "team-a"})
+	devB := withCaller(bg, Caller{User: "bob", Role: meta.RoleDeveloper, Tenant: "team-b"})
+	for _, tc := range []struct {
+		ctx            context.Context
+		template, verb string
+		want           string // "" when allowed, else part of the refusal
+	}{
+		{admin, "orders", "delete", ""},
+		{admin, "users", actClone, ""},
+		{viewer, "orders", actRead, ""},
+		{viewer, "orders", actClone, "viewers have read-only access"},
+		{devA, "orders", actRead, ""},
+		{devA, "orders", actClone, ""},
+		{devA, "orders", "delete", "developers only read and clone templates"},
+		{devA, "users", actClone, `developer alice of tenant team-a may not clone template "users": it is not granted to tenant team-a`},
+		{devB, "orders", actRead, "not granted to tenant team-b"},
+		{bg, "orders", actRead, "anonymous"},
+	} {
+		err := n.srv.authorizeTemplate(tc.ctx, tc.template, tc.verb)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %s of %s: %v", CallerFrom(tc.ctx), tc.verb, tc.template, err)
+		case tc.want != "" && (status.Code(toStatus(err)) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s %s of %s: %v, want a refusal mentioning %q", CallerFrom(tc.ctx), tc.verb, tc.template, err, tc.want)
+		}
+	}
+	for ctx, want := range map[context.Context][]string{
+		devA: {"orders"}, devB: nil, viewer: {"orders", "users"},
+	} {
+		see, err := n.srv.templateFilter(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, tpl := range []string{"orders", "users"} {
+			if see(tpl) {
+				got = append(got, tpl)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s sees templates %v, want %v", CallerFrom(ctx), got, want)
+		}
+	}
+}

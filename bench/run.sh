@@ -6,3 +6,4 @@ cd "$(dirname "$0")"
 echo "== fio: Strata vs nbdkit vs plain file"; ./fio.sh
 echo; echo "== snapshot and clone time"; ./snapclone.sh
 echo; echo "== extent index memory"; (cd .. && go run ./bench/indexmem)
+echo; echo "== QoS: production with four throttled clones"; ./qos.sh

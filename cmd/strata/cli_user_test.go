@@ -104,6 +104,34 @@ func TestUserAndSecretCommands(t *testing.T) {
 	if out, err := as(alice, "volume", "list"); err != nil || strings.Count(out, "\n") != 1 {
 		t.Errorf("volume list as alice: %v\n%s", err, out)
 	}
+	// A volume of her tenant (as cloning a granted template makes one).
+	store, err := meta.Open(context.Background(), meta.Config{Endpoints: []string{o.etcdClientURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	admin("volume", "create", "dev-a", "--size", "1MiB")
+	rec, err := store.GetVolume(context.Background(), "dev-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Tenant = "team-a"
+	if _, err := store.UpdateVolume(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := as(alice, "volume", "list"); err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "\ndev-a ") {
+		t.Errorf("volume list as alice: %v\n%s", err, out)
+	}
+	if out, err := as(alice, "volume", "inspect", "dev-a"); err != nil || !regexp.MustCompile(`\nTenant: +team-a\n`).MatchString(out) {
+		t.Errorf("volume inspect dev-a as alice: %v\n%s", err, out)
+	}
+	if out := admin("volume", "inspect", "prod"); !regexp.MustCompile(`\nTenant: +-\n`).MatchString(out) {
+		t.Errorf("volume inspect prod:\n%s", out)
+	}
+	admin("snapshot", "create", "dev-a", "--name", "before")
+	if _, err := as(alice, "volume", "revert", "dev-a", "--to", "before"); err != nil {
+		t.Errorf("revert of her own volume: %v", err)
+	}
 
 	// Rotation and deletion revoke tokens at once.
 	out, stderr, err = cliIn(t, cfg.API, cfg.Token, "", "user", "rotate", "alice")
@@ -133,11 +161,6 @@ func TestUserAndSecretCommands(t *testing.T) {
 	if out := admin("secret", "set", "file-salt", "--from-file", file); out != "set secret file-salt (17B)\n" {
 		t.Errorf("secret set --from-file printed %q", out)
 	}
-	store, err := meta.Open(context.Background(), meta.Config{Endpoints: []string{o.etcdClientURL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	for name, want := range map[string]string{"mask-salt": "pepper-from-stdin", "file-salt": "pepper-from-file\n"} {
 		if sec, err := store.GetSecret(context.Background(), name); err != nil || string(sec.Value) != want {
 			t.Errorf("secret %s holds %q (%v), want %q", name, sec.Value, err, want)

@@ -142,7 +142,8 @@ func newVolumeInspectCmd(cf *clientFlags) *cobra.Command {
 		Short: "Show the details of a volume",
 		Long: `Show everything the API knows about one volume: size, allocation, parent
 snapshot, snapshot count, layer depth, node, state, NBD connections, mounts,
-IOPS and bandwidth limits (READ,WRITE or one value for both; - for none).`,
+IOPS and bandwidth limits (READ,WRITE or one value for both; - for none), and
+the tenant that owns it (- for a volume of no tenant, which only admins manage).`,
 		Example: `  strata volume inspect demo
   strata volume inspect demo -o yaml`,
 		Args: exactArgs("NAME"),
@@ -176,6 +177,7 @@ IOPS and bandwidth limits (READ,WRITE or one value for both; - for none).`,
 					{"Max IOPS", formatIOPS(v.Qos)},
 					{"Max bandwidth", formatBandwidth(v.Qos)},
 					{"Labels", dash(formatLabels(v.Labels))},
+					{"Tenant", dash(v.Tenant)},
 					{"Created", formatTime(v.CreatedAt)},
 				} {
 					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -27,6 +28,7 @@ type csiNode struct {
 	// mounted there when the test ends (it failed) is unmounted before the
 	// node stops.
 	work string
+	sock string
 }
 
 func newCSINode(t *testing.T) *csiNode {
@@ -43,7 +45,7 @@ func newCSINode(t *testing.T) *csiNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &csiNode{node: n, ctrl: csi.NewControllerClient(conn), nodeSvc: csi.NewNodeClient(conn), id: "n1", work: work}
+	return &csiNode{node: n, ctrl: csi.NewControllerClient(conn), nodeSvc: csi.NewNodeClient(conn), id: "n1", work: work, sock: sock}
 }
 
 func mountCapability(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
@@ -265,6 +267,30 @@ func TestCSIExt4GrowsWhileUnstaged(t *testing.T) {
 	c.unstage(t, id, staging)
 	if _, err := c.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 		t.Fatal(err)
+	}
+
+	// The socket goes with the node; one a crash left is replaced.
+	c.stop()
+	if _, err := os.Stat(c.sock); !os.IsNotExist(err) {
+		t.Fatalf("CSI socket left after the node stopped: %v", err)
+	}
+	if err := os.WriteFile(c.sock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := c.nodeSvc.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
+		if err == nil {
+			if seg := info.GetAccessibleTopology().GetSegments(); info.GetNodeId() != "n1" || seg["topology.strata.io/zone"] != "z1" {
+				t.Fatalf("NodeGetInfo: %v", info)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the driver does not answer after a restart over a stale socket: %v\n%s", err, c.log())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -60,6 +62,27 @@ func (m *Masker) Value(t Transform, v string) string {
 		return redact(v)
 	}
 	panic("mask: Value of transformer " + string(t))
+}
+
+// values returns the masked form of each value, cut to maxLen characters,
+// computed on every CPU.
+func (m *Masker) values(t Transform, vs []string, maxLen int) []string {
+	out := make([]string, len(vs))
+	workers := runtime.GOMAXPROCS(0)
+	chunk := (len(vs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for start := 0; start < len(vs); start += chunk {
+		end := min(start+chunk, len(vs))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := start; i < end; i++ {
+				out[i] = Fit(m.Value(t, vs[i]), maxLen)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // Fit returns v cut to at most n characters (n <= 0: no limit), for

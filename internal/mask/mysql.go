@@ -283,19 +283,7 @@ func (d *mydb) find(ctx context.Context, t Table, cols []string, values [][]stri
 			}
 		}
 	}
-	flat := make([]int64, len(exprs))
-	dest := make([]any, len(exprs))
-	for i := range flat {
-		dest[i] = &flat[i]
-	}
-	if err := d.conn.QueryRowContext(ctx, "SELECT "+strings.Join(exprs, ", ")+" FROM "+myIdent(t.Schema, t.Name), args...).Scan(dest...); err != nil {
-		return nil, err
-	}
-	out := make([][]int64, len(cols))
-	for ci := range cols {
-		out[ci] = flat[ci*len(values) : (ci+1)*len(values)]
-	}
-	return out, nil
+	return countMatrix(d.conn.QueryRowContext(ctx, "SELECT "+strings.Join(exprs, ", ")+" FROM "+myIdent(t.Schema, t.Name), args...).Scan, len(cols), len(values))
 }
 
 // mask applies the plan with foreign-key checks off (equal values get

@@ -401,19 +401,7 @@ func (d *pgdb) find(ctx context.Context, t Table, cols []string, values [][]stri
 			exprs = append(exprs, fmt.Sprintf("count(*) FILTER (WHERE %s::text = ANY($%d::text[]))", pgIdent(c), i+1))
 		}
 	}
-	flat := make([]int64, len(exprs))
-	dest := make([]any, len(exprs))
-	for i := range flat {
-		dest[i] = &flat[i]
-	}
-	if err := d.conn.QueryRow(ctx, "SELECT "+strings.Join(exprs, ", ")+" FROM "+pgIdent(t.Schema, t.Name), args...).Scan(dest...); err != nil {
-		return nil, err
-	}
-	out := make([][]int64, len(cols))
-	for ci := range cols {
-		out[ci] = flat[ci*len(values) : (ci+1)*len(values)]
-	}
-	return out, nil
+	return countMatrix(d.conn.QueryRow(ctx, "SELECT "+strings.Join(exprs, ", ")+" FROM "+pgIdent(t.Schema, t.Name), args...).Scan, len(cols), len(values))
 }
 
 // mask applies the plan in one transaction with triggers and foreign-key

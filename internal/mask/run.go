@@ -438,6 +438,24 @@ func (r *runner) plan(ctx context.Context) ([]tablePlan, error) {
 	return plans, nil
 }
 
+// countMatrix scans one row of cols*lists counts, column by column, into
+// counts[col][list].
+func countMatrix(scan func(dest ...any) error, cols, lists int) ([][]int64, error) {
+	flat := make([]int64, cols*lists)
+	dest := make([]any, len(flat))
+	for i := range flat {
+		dest[i] = &flat[i]
+	}
+	if err := scan(dest...); err != nil {
+		return nil, err
+	}
+	out := make([][]int64, cols)
+	for ci := range out {
+		out[ci] = flat[ci*lists : (ci+1)*lists]
+	}
+	return out, nil
+}
+
 // valueMapped says whether the transformer maps each value to another by a
 // function of the value alone (so it runs as a lookup table); these need a
 // text column.

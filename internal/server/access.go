@@ -105,6 +105,20 @@ var methodAccess = map[string]access{
 	pb.SecretService_SetSecret_FullMethodName:    adminOnly,
 	pb.SecretService_ListSecrets_FullMethodName:  viewerRead,
 	pb.SecretService_DeleteSecret_FullMethodName: adminOnly,
+
+	// Developers see and clone only the templates granted to their tenant
+	// (authorizeTemplate, templateFilter); clones are their tenant's volumes.
+	pb.TemplateService_CreateTemplate_FullMethodName:  adminOnly,
+	pb.TemplateService_RefreshTemplate_FullMethodName: adminOnly,
+	pb.TemplateService_ListTemplates_FullMethodName:   readAll,
+	pb.TemplateService_GetTemplate_FullMethodName:     readAll,
+	pb.TemplateService_DeleteTemplate_FullMethodName:  adminOnly,
+	pb.CloneService_CreateClone_FullMethodName:        tenantWrite,
+	pb.CloneService_ListClones_FullMethodName:         readAll,
+	pb.CloneService_GetClone_FullMethodName:           readAll,
+	pb.CloneService_ResetClone_FullMethodName:         tenantWrite,
+	pb.CloneService_ExtendClone_FullMethodName:        tenantWrite,
+	pb.CloneService_DeleteClone_FullMethodName:        tenantWrite,
 }
 
 // authorizeMethod checks the caller's role against the method's rule.

@@ -2795,6 +2795,1279 @@ func (x *Node) GetLabels() map[string]string {
 	return nil
 }
 
+type Template struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Volume the versions are made from.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The rules file (YAML) the next version is masked with.
+	Rules string `protobuf:"bytes,3,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Versions kept by refreshes (0: all).
+	Keep      int32                  `protobuf:"varint,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Published versions, oldest first.
+	Versions []*TemplateVersion `protobuf:"bytes,6,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Number of the version being made now, or 0.
+	Building int32 `protobuf:"varint,7,opt,name=building,proto3" json:"building,omitempty"`
+	// Why the last attempt to make a version failed (empty after a success),
+	// and the server log it kept.
+	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastLog       string                 `protobuf:"bytes,9,opt,name=last_log,json=lastLog,proto3" json:"last_log,omitempty"`
+	LastAttemptAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_attempt_at,json=lastAttemptAt,proto3" json:"last_attempt_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Template) Reset() {
+	*x = Template{}
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Template) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Template) ProtoMessage() {}
+
+func (x *Template) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Template.ProtoReflect.Descriptor instead.
+func (*Template) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Template) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Template) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Template) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+func (x *Template) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+func (x *Template) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Template) GetVersions() []*TemplateVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *Template) GetBuilding() int32 {
+	if x != nil {
+		return x.Building
+	}
+	return 0
+}
+
+func (x *Template) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Template) GetLastLog() string {
+	if x != nil {
+		return x.LastLog
+	}
+	return ""
+}
+
+func (x *Template) GetLastAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAttemptAt
+	}
+	return nil
+}
+
+type TemplateVersion struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Number int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// Volume and snapshot holding the version: clones are made from
+	// volume@snapshot.
+	Volume    string                 `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	Snapshot  string                 `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Database server that masked it, e.g. "PostgreSQL 15.18".
+	Server string `protobuf:"bytes,6,opt,name=server,proto3" json:"server,omitempty"`
+	// PostgreSQL database the masked tables are in.
+	Database string         `protobuf:"bytes,7,opt,name=database,proto3" json:"database,omitempty"`
+	Tables   []*MaskedTable `protobuf:"bytes,8,rep,name=tables,proto3" json:"tables,omitempty"`
+	// Distinct original values sampled before masking and found nowhere after.
+	SampledValues int32   `protobuf:"varint,9,opt,name=sampled_values,json=sampledValues,proto3" json:"sampled_values,omitempty"`
+	BuildSeconds  float64 `protobuf:"fixed64,10,opt,name=build_seconds,json=buildSeconds,proto3" json:"build_seconds,omitempty"`
+	// Clones of this version that exist.
+	Clones int32 `protobuf:"varint,11,opt,name=clones,proto3" json:"clones,omitempty"`
+	// The build's log (the database server's output and each step).
+	Log           string `protobuf:"bytes,12,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateVersion) Reset() {
+	*x = TemplateVersion{}
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateVersion) ProtoMessage() {}
+
+func (x *TemplateVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateVersion.ProtoReflect.Descriptor instead.
+func (*TemplateVersion) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *TemplateVersion) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *TemplateVersion) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *TemplateVersion) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *TemplateVersion) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *TemplateVersion) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *TemplateVersion) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *TemplateVersion) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *TemplateVersion) GetTables() []*MaskedTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+func (x *TemplateVersion) GetSampledValues() int32 {
+	if x != nil {
+		return x.SampledValues
+	}
+	return 0
+}
+
+func (x *TemplateVersion) GetBuildSeconds() float64 {
+	if x != nil {
+		return x.BuildSeconds
+	}
+	return 0
+}
+
+func (x *TemplateVersion) GetClones() int32 {
+	if x != nil {
+		return x.Clones
+	}
+	return 0
+}
+
+func (x *TemplateVersion) GetLog() string {
+	if x != nil {
+		return x.Log
+	}
+	return ""
+}
+
+type MaskedTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rows          int64                  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	MaskedColumns int32                  `protobuf:"varint,3,opt,name=masked_columns,json=maskedColumns,proto3" json:"masked_columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaskedTable) Reset() {
+	*x = MaskedTable{}
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaskedTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaskedTable) ProtoMessage() {}
+
+func (x *MaskedTable) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaskedTable.ProtoReflect.Descriptor instead.
+func (*MaskedTable) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *MaskedTable) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MaskedTable) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *MaskedTable) GetMaskedColumns() int32 {
+	if x != nil {
+		return x.MaskedColumns
+	}
+	return 0
+}
+
+type CreateTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A lower-case DNS label of at most 48 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Volume to make the versions from.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The rules file's text (YAML).
+	Rules string `protobuf:"bytes,3,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Versions kept by refreshes; 0 keeps all.
+	Keep          int32 `protobuf:"varint,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTemplateRequest) Reset() {
+	*x = CreateTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTemplateRequest) ProtoMessage() {}
+
+func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
+func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CreateTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTemplateRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *CreateTemplateRequest) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+func (x *CreateTemplateRequest) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+type RefreshTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// New rules for this version and the next; empty keeps the template's.
+	Rules string `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	// New number of versions to keep; unset keeps the template's.
+	Keep          *int32 `protobuf:"varint,3,opt,name=keep,proto3,oneof" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshTemplateRequest) Reset() {
+	*x = RefreshTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshTemplateRequest) ProtoMessage() {}
+
+func (x *RefreshTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshTemplateRequest.ProtoReflect.Descriptor instead.
+func (*RefreshTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *RefreshTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RefreshTemplateRequest) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+func (x *RefreshTemplateRequest) GetKeep() int32 {
+	if x != nil && x.Keep != nil {
+		return *x.Keep
+	}
+	return 0
+}
+
+type ListTemplatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTemplatesRequest) Reset() {
+	*x = ListTemplatesRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTemplatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTemplatesRequest) ProtoMessage() {}
+
+func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
+func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+}
+
+type ListTemplatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Templates     []*Template            `protobuf:"bytes,1,rep,name=templates,proto3" json:"templates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTemplatesResponse) Reset() {
+	*x = ListTemplatesResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTemplatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTemplatesResponse) ProtoMessage() {}
+
+func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
+func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListTemplatesResponse) GetTemplates() []*Template {
+	if x != nil {
+		return x.Templates
+	}
+	return nil
+}
+
+type GetTemplateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTemplateRequest) Reset() {
+	*x = GetTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTemplateRequest) ProtoMessage() {}
+
+func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
+func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Delete even while clones of the template exist.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTemplateRequest) Reset() {
+	*x = DeleteTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTemplateRequest) ProtoMessage() {}
+
+func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *DeleteTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteTemplateRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type DeleteTemplateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Clones that outlive the template (with force).
+	OrphanedClones []string `protobuf:"bytes,1,rep,name=orphaned_clones,json=orphanedClones,proto3" json:"orphaned_clones,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteTemplateResponse) Reset() {
+	*x = DeleteTemplateResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTemplateResponse) ProtoMessage() {}
+
+func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *DeleteTemplateResponse) GetOrphanedClones() []string {
+	if x != nil {
+		return x.OrphanedClones
+	}
+	return nil
+}
+
+type Clone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The clone's volume.
+	Name     string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Template string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	Version  int32  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Tenant that owns the clone; empty for an admin's clone made without one.
+	Tenant string `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// User who made it.
+	Owner     string                 `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the TTL runs out; unset for no TTL.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Idle time after which the clone is deleted; 0 for never.
+	IdleExpirySeconds int64 `protobuf:"varint,8,opt,name=idle_expiry_seconds,json=idleExpirySeconds,proto3" json:"idle_expiry_seconds,omitempty"`
+	// Last read or write seen (or the clone's creation, reset, extension or
+	// the node's start, whichever is later): the idle clock's start.
+	ActiveAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=active_at,json=activeAt,proto3" json:"active_at,omitempty"`
+	// When the idle expiry runs out if the clone stays idle; unset without one.
+	IdleExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=idle_expires_at,json=idleExpiresAt,proto3" json:"idle_expires_at,omitempty"`
+	Protected     bool                   `protobuf:"varint,11,opt,name=protected,proto3" json:"protected,omitempty"`
+	// The clone's volume as VolumeService describes it (size, mounts, state).
+	Volume *Volume `protobuf:"bytes,12,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Why the controller will delete, or would delete, the clone: "ttl" or
+	// "idle" once due; empty otherwise.
+	Expired       string `protobuf:"bytes,13,opt,name=expired,proto3" json:"expired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Clone) Reset() {
+	*x = Clone{}
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Clone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Clone) ProtoMessage() {}
+
+func (x *Clone) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Clone.ProtoReflect.Descriptor instead.
+func (*Clone) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *Clone) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Clone) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Clone) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Clone) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Clone) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Clone) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Clone) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Clone) GetIdleExpirySeconds() int64 {
+	if x != nil {
+		return x.IdleExpirySeconds
+	}
+	return 0
+}
+
+func (x *Clone) GetActiveAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActiveAt
+	}
+	return nil
+}
+
+func (x *Clone) GetIdleExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IdleExpiresAt
+	}
+	return nil
+}
+
+func (x *Clone) GetProtected() bool {
+	if x != nil {
+		return x.Protected
+	}
+	return false
+}
+
+func (x *Clone) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+func (x *Clone) GetExpired() string {
+	if x != nil {
+		return x.Expired
+	}
+	return ""
+}
+
+type CreateCloneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The clone's volume name.
+	Name     string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Template string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	// Template version; 0 for the latest.
+	Version int32 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// TTL from now; 0 for none.
+	TtlSeconds int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Idle expiry; 0 for none.
+	IdleExpirySeconds int64 `protobuf:"varint,5,opt,name=idle_expiry_seconds,json=idleExpirySeconds,proto3" json:"idle_expiry_seconds,omitempty"`
+	// Never deleted by the controller.
+	Protected bool `protobuf:"varint,6,opt,name=protected,proto3" json:"protected,omitempty"`
+	// Owning tenant, for an admin; a developer's clone belongs to its tenant.
+	Tenant        string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCloneRequest) Reset() {
+	*x = CreateCloneRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCloneRequest) ProtoMessage() {}
+
+func (x *CreateCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCloneRequest.ProtoReflect.Descriptor instead.
+func (*CreateCloneRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *CreateCloneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateCloneRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *CreateCloneRequest) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CreateCloneRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateCloneRequest) GetIdleExpirySeconds() int64 {
+	if x != nil {
+		return x.IdleExpirySeconds
+	}
+	return 0
+}
+
+func (x *CreateCloneRequest) GetProtected() bool {
+	if x != nil {
+		return x.Protected
+	}
+	return false
+}
+
+func (x *CreateCloneRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type ListClonesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the clones of this template, when set.
+	Template      string `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClonesRequest) Reset() {
+	*x = ListClonesRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClonesRequest) ProtoMessage() {}
+
+func (x *ListClonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClonesRequest.ProtoReflect.Descriptor instead.
+func (*ListClonesRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ListClonesRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+type ListClonesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clones        []*Clone               `protobuf:"bytes,1,rep,name=clones,proto3" json:"clones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClonesResponse) Reset() {
+	*x = ListClonesResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClonesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClonesResponse) ProtoMessage() {}
+
+func (x *ListClonesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClonesResponse.ProtoReflect.Descriptor instead.
+func (*ListClonesResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListClonesResponse) GetClones() []*Clone {
+	if x != nil {
+		return x.Clones
+	}
+	return nil
+}
+
+type GetCloneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCloneRequest) Reset() {
+	*x = GetCloneRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCloneRequest) ProtoMessage() {}
+
+func (x *GetCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCloneRequest.ProtoReflect.Descriptor instead.
+func (*GetCloneRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetCloneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResetCloneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Version to reset to; 0 for the clone's own version.
+	Version int32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Reset to the template's latest version.
+	Latest        bool `protobuf:"varint,3,opt,name=latest,proto3" json:"latest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetCloneRequest) Reset() {
+	*x = ResetCloneRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetCloneRequest) ProtoMessage() {}
+
+func (x *ResetCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetCloneRequest.ProtoReflect.Descriptor instead.
+func (*ResetCloneRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ResetCloneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResetCloneRequest) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ResetCloneRequest) GetLatest() bool {
+	if x != nil {
+		return x.Latest
+	}
+	return false
+}
+
+type ExtendCloneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// New TTL from now; 0 removes the TTL.
+	TtlSeconds int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// New idle expiry (0: none); unset keeps it.
+	IdleExpirySeconds *int64 `protobuf:"varint,3,opt,name=idle_expiry_seconds,json=idleExpirySeconds,proto3,oneof" json:"idle_expiry_seconds,omitempty"`
+	// New protection; unset keeps it.
+	Protected     *bool `protobuf:"varint,4,opt,name=protected,proto3,oneof" json:"protected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendCloneRequest) Reset() {
+	*x = ExtendCloneRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendCloneRequest) ProtoMessage() {}
+
+func (x *ExtendCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendCloneRequest.ProtoReflect.Descriptor instead.
+func (*ExtendCloneRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ExtendCloneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExtendCloneRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *ExtendCloneRequest) GetIdleExpirySeconds() int64 {
+	if x != nil && x.IdleExpirySeconds != nil {
+		return *x.IdleExpirySeconds
+	}
+	return 0
+}
+
+func (x *ExtendCloneRequest) GetProtected() bool {
+	if x != nil && x.Protected != nil {
+		return *x.Protected
+	}
+	return false
+}
+
+type DeleteCloneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCloneRequest) Reset() {
+	*x = DeleteCloneRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCloneRequest) ProtoMessage() {}
+
+func (x *DeleteCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCloneRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCloneRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DeleteCloneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteCloneResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCloneResponse) Reset() {
+	*x = DeleteCloneResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCloneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCloneResponse) ProtoMessage() {}
+
+func (x *DeleteCloneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCloneResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCloneResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
+}
+
 var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
@@ -2989,7 +4262,109 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xc1\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x02\n" +
+	"\bTemplate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n" +
+	"\x05rules\x18\x03 \x01(\tR\x05rules\x12\x12\n" +
+	"\x04keep\x18\x04 \x01(\x05R\x04keep\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x126\n" +
+	"\bversions\x18\x06 \x03(\v2\x1a.strata.v1.TemplateVersionR\bversions\x12\x1a\n" +
+	"\bbuilding\x18\a \x01(\x05R\bbuilding\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x19\n" +
+	"\blast_log\x18\t \x01(\tR\alastLog\x12B\n" +
+	"\x0flast_attempt_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\"\x91\x03\n" +
+	"\x0fTemplateVersion\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\tR\bsnapshot\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06server\x18\x06 \x01(\tR\x06server\x12\x1a\n" +
+	"\bdatabase\x18\a \x01(\tR\bdatabase\x12.\n" +
+	"\x06tables\x18\b \x03(\v2\x16.strata.v1.MaskedTableR\x06tables\x12%\n" +
+	"\x0esampled_values\x18\t \x01(\x05R\rsampledValues\x12#\n" +
+	"\rbuild_seconds\x18\n" +
+	" \x01(\x01R\fbuildSeconds\x12\x16\n" +
+	"\x06clones\x18\v \x01(\x05R\x06clones\x12\x10\n" +
+	"\x03log\x18\f \x01(\tR\x03log\"\\\n" +
+	"\vMaskedTable\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12%\n" +
+	"\x0emasked_columns\x18\x03 \x01(\x05R\rmaskedColumns\"m\n" +
+	"\x15CreateTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n" +
+	"\x05rules\x18\x03 \x01(\tR\x05rules\x12\x12\n" +
+	"\x04keep\x18\x04 \x01(\x05R\x04keep\"d\n" +
+	"\x16RefreshTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05rules\x18\x02 \x01(\tR\x05rules\x12\x17\n" +
+	"\x04keep\x18\x03 \x01(\x05H\x00R\x04keep\x88\x01\x01B\a\n" +
+	"\x05_keep\"\x16\n" +
+	"\x14ListTemplatesRequest\"J\n" +
+	"\x15ListTemplatesResponse\x121\n" +
+	"\ttemplates\x18\x01 \x03(\v2\x13.strata.v1.TemplateR\ttemplates\"(\n" +
+	"\x12GetTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x15DeleteTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"A\n" +
+	"\x16DeleteTemplateResponse\x12'\n" +
+	"\x0forphaned_clones\x18\x01 \x03(\tR\x0eorphanedClones\"\x85\x04\n" +
+	"\x05Clone\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x05R\aversion\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12.\n" +
+	"\x13idle_expiry_seconds\x18\b \x01(\x03R\x11idleExpirySeconds\x127\n" +
+	"\tactive_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bactiveAt\x12B\n" +
+	"\x0fidle_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\ridleExpiresAt\x12\x1c\n" +
+	"\tprotected\x18\v \x01(\bR\tprotected\x12)\n" +
+	"\x06volume\x18\f \x01(\v2\x11.strata.v1.VolumeR\x06volume\x12\x18\n" +
+	"\aexpired\x18\r \x01(\tR\aexpired\"\xe5\x01\n" +
+	"\x12CreateCloneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x05R\aversion\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\x12.\n" +
+	"\x13idle_expiry_seconds\x18\x05 \x01(\x03R\x11idleExpirySeconds\x12\x1c\n" +
+	"\tprotected\x18\x06 \x01(\bR\tprotected\x12\x16\n" +
+	"\x06tenant\x18\a \x01(\tR\x06tenant\"/\n" +
+	"\x11ListClonesRequest\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\">\n" +
+	"\x12ListClonesResponse\x12(\n" +
+	"\x06clones\x18\x01 \x03(\v2\x10.strata.v1.CloneR\x06clones\"%\n" +
+	"\x0fGetCloneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"Y\n" +
+	"\x11ResetCloneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x05R\aversion\x12\x16\n" +
+	"\x06latest\x18\x03 \x01(\bR\x06latest\"\xc7\x01\n" +
+	"\x12ExtendCloneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\x123\n" +
+	"\x13idle_expiry_seconds\x18\x03 \x01(\x03H\x00R\x11idleExpirySeconds\x88\x01\x01\x12!\n" +
+	"\tprotected\x18\x04 \x01(\bH\x01R\tprotected\x88\x01\x01B\x16\n" +
+	"\x14_idle_expiry_secondsB\f\n" +
+	"\n" +
+	"_protected\"(\n" +
+	"\x12DeleteCloneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13DeleteCloneResponse2\xc1\a\n" +
 	"\rVolumeService\x12A\n" +
 	"\fCreateVolume\x12\x1e.strata.v1.CreateVolumeRequest\x1a\x11.strata.v1.Volume\x12L\n" +
 	"\vListVolumes\x12\x1d.strata.v1.ListVolumesRequest\x1a\x1e.strata.v1.ListVolumesResponse\x12;\n" +
@@ -3024,7 +4399,22 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\rSecretService\x12;\n" +
 	"\tSetSecret\x12\x1b.strata.v1.SetSecretRequest\x1a\x11.strata.v1.Secret\x12L\n" +
 	"\vListSecrets\x12\x1d.strata.v1.ListSecretsRequest\x1a\x1e.strata.v1.ListSecretsResponse\x12O\n" +
-	"\fDeleteSecret\x12\x1e.strata.v1.DeleteSecretRequest\x1a\x1f.strata.v1.DeleteSecretResponseB9Z7github.com/strata-storage/strata/api/strata/v1;stratav1b\x06proto3"
+	"\fDeleteSecret\x12\x1e.strata.v1.DeleteSecretRequest\x1a\x1f.strata.v1.DeleteSecretResponse2\x93\x03\n" +
+	"\x0fTemplateService\x12G\n" +
+	"\x0eCreateTemplate\x12 .strata.v1.CreateTemplateRequest\x1a\x13.strata.v1.Template\x12I\n" +
+	"\x0fRefreshTemplate\x12!.strata.v1.RefreshTemplateRequest\x1a\x13.strata.v1.Template\x12R\n" +
+	"\rListTemplates\x12\x1f.strata.v1.ListTemplatesRequest\x1a .strata.v1.ListTemplatesResponse\x12A\n" +
+	"\vGetTemplate\x12\x1d.strata.v1.GetTemplateRequest\x1a\x13.strata.v1.Template\x12U\n" +
+	"\x0eDeleteTemplate\x12 .strata.v1.DeleteTemplateRequest\x1a!.strata.v1.DeleteTemplateResponse2\x9f\x03\n" +
+	"\fCloneService\x12>\n" +
+	"\vCreateClone\x12\x1d.strata.v1.CreateCloneRequest\x1a\x10.strata.v1.Clone\x12I\n" +
+	"\n" +
+	"ListClones\x12\x1c.strata.v1.ListClonesRequest\x1a\x1d.strata.v1.ListClonesResponse\x128\n" +
+	"\bGetClone\x12\x1a.strata.v1.GetCloneRequest\x1a\x10.strata.v1.Clone\x12<\n" +
+	"\n" +
+	"ResetClone\x12\x1c.strata.v1.ResetCloneRequest\x1a\x10.strata.v1.Clone\x12>\n" +
+	"\vExtendClone\x12\x1d.strata.v1.ExtendCloneRequest\x1a\x10.strata.v1.Clone\x12L\n" +
+	"\vDeleteClone\x12\x1d.strata.v1.DeleteCloneRequest\x1a\x1e.strata.v1.DeleteCloneResponseB9Z7github.com/strata-storage/strata/api/strata/v1;stratav1b\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -3038,7 +4428,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*User)(nil),                    // 0: strata.v1.User
 	(*CreateUserRequest)(nil),       // 1: strata.v1.CreateUserRequest
@@ -3091,94 +4481,147 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),        // 48: strata.v1.GetStatusRequest
 	(*Status)(nil),                  // 49: strata.v1.Status
 	(*Node)(nil),                    // 50: strata.v1.Node
-	nil,                             // 51: strata.v1.Volume.LabelsEntry
-	nil,                             // 52: strata.v1.CreateVolumeRequest.LabelsEntry
-	nil,                             // 53: strata.v1.CloneVolumeRequest.LabelsEntry
-	nil,                             // 54: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 55: google.protobuf.Timestamp
+	(*Template)(nil),                // 51: strata.v1.Template
+	(*TemplateVersion)(nil),         // 52: strata.v1.TemplateVersion
+	(*MaskedTable)(nil),             // 53: strata.v1.MaskedTable
+	(*CreateTemplateRequest)(nil),   // 54: strata.v1.CreateTemplateRequest
+	(*RefreshTemplateRequest)(nil),  // 55: strata.v1.RefreshTemplateRequest
+	(*ListTemplatesRequest)(nil),    // 56: strata.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),   // 57: strata.v1.ListTemplatesResponse
+	(*GetTemplateRequest)(nil),      // 58: strata.v1.GetTemplateRequest
+	(*DeleteTemplateRequest)(nil),   // 59: strata.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),  // 60: strata.v1.DeleteTemplateResponse
+	(*Clone)(nil),                   // 61: strata.v1.Clone
+	(*CreateCloneRequest)(nil),      // 62: strata.v1.CreateCloneRequest
+	(*ListClonesRequest)(nil),       // 63: strata.v1.ListClonesRequest
+	(*ListClonesResponse)(nil),      // 64: strata.v1.ListClonesResponse
+	(*GetCloneRequest)(nil),         // 65: strata.v1.GetCloneRequest
+	(*ResetCloneRequest)(nil),       // 66: strata.v1.ResetCloneRequest
+	(*ExtendCloneRequest)(nil),      // 67: strata.v1.ExtendCloneRequest
+	(*DeleteCloneRequest)(nil),      // 68: strata.v1.DeleteCloneRequest
+	(*DeleteCloneResponse)(nil),     // 69: strata.v1.DeleteCloneResponse
+	nil,                             // 70: strata.v1.Volume.LabelsEntry
+	nil,                             // 71: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                             // 72: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                             // 73: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 74: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	55, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	55, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
+	74, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	74, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: strata.v1.CreateUserResponse.user:type_name -> strata.v1.User
 	0,  // 3: strata.v1.ListUsersResponse.users:type_name -> strata.v1.User
 	0,  // 4: strata.v1.RotateUserTokenResponse.user:type_name -> strata.v1.User
-	55, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	55, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	74, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
 	10, // 7: strata.v1.ListSecretsResponse.secrets:type_name -> strata.v1.Secret
-	55, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	51, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	74, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	70, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
 	17, // 10: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
-	52, // 11: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	71, // 11: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
 	17, // 12: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	16, // 13: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	53, // 14: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	72, // 14: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
 	17, // 15: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	17, // 16: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	55, // 17: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	74, // 17: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
 	38, // 18: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
 	44, // 19: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
 	50, // 20: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	54, // 21: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
-	18, // 22: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
-	19, // 23: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
-	21, // 24: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
-	22, // 25: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
-	24, // 26: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
-	25, // 27: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
-	27, // 28: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
-	28, // 29: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
-	30, // 30: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
-	32, // 31: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	34, // 32: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
-	36, // 33: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
-	26, // 34: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
-	39, // 35: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	40, // 36: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	42, // 37: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	48, // 38: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	45, // 39: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
-	46, // 40: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
-	1,  // 41: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
-	3,  // 42: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
-	5,  // 43: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
-	7,  // 44: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
-	9,  // 45: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
-	11, // 46: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
-	12, // 47: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
-	14, // 48: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
-	16, // 49: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	20, // 50: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	16, // 51: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	23, // 52: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	16, // 53: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	16, // 54: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	16, // 55: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	29, // 56: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	31, // 57: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	33, // 58: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	35, // 59: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
-	37, // 60: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
-	16, // 61: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
-	38, // 62: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	41, // 63: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	43, // 64: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	49, // 65: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	44, // 66: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
-	47, // 67: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
-	2,  // 68: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
-	4,  // 69: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
-	6,  // 70: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
-	8,  // 71: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
-	0,  // 72: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
-	10, // 73: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
-	13, // 74: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
-	15, // 75: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
-	49, // [49:76] is the sub-list for method output_type
-	22, // [22:49] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	73, // 21: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	74, // 22: strata.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	52, // 23: strata.v1.Template.versions:type_name -> strata.v1.TemplateVersion
+	74, // 24: strata.v1.Template.last_attempt_at:type_name -> google.protobuf.Timestamp
+	74, // 25: strata.v1.TemplateVersion.created_at:type_name -> google.protobuf.Timestamp
+	53, // 26: strata.v1.TemplateVersion.tables:type_name -> strata.v1.MaskedTable
+	51, // 27: strata.v1.ListTemplatesResponse.templates:type_name -> strata.v1.Template
+	74, // 28: strata.v1.Clone.created_at:type_name -> google.protobuf.Timestamp
+	74, // 29: strata.v1.Clone.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 30: strata.v1.Clone.active_at:type_name -> google.protobuf.Timestamp
+	74, // 31: strata.v1.Clone.idle_expires_at:type_name -> google.protobuf.Timestamp
+	16, // 32: strata.v1.Clone.volume:type_name -> strata.v1.Volume
+	61, // 33: strata.v1.ListClonesResponse.clones:type_name -> strata.v1.Clone
+	18, // 34: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
+	19, // 35: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
+	21, // 36: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
+	22, // 37: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
+	24, // 38: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
+	25, // 39: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
+	27, // 40: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
+	28, // 41: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
+	30, // 42: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
+	32, // 43: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
+	34, // 44: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
+	36, // 45: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
+	26, // 46: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
+	39, // 47: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	40, // 48: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	42, // 49: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	48, // 50: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	45, // 51: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
+	46, // 52: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
+	1,  // 53: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
+	3,  // 54: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
+	5,  // 55: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
+	7,  // 56: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
+	9,  // 57: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
+	11, // 58: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
+	12, // 59: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
+	14, // 60: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
+	54, // 61: strata.v1.TemplateService.CreateTemplate:input_type -> strata.v1.CreateTemplateRequest
+	55, // 62: strata.v1.TemplateService.RefreshTemplate:input_type -> strata.v1.RefreshTemplateRequest
+	56, // 63: strata.v1.TemplateService.ListTemplates:input_type -> strata.v1.ListTemplatesRequest
+	58, // 64: strata.v1.TemplateService.GetTemplate:input_type -> strata.v1.GetTemplateRequest
+	59, // 65: strata.v1.TemplateService.DeleteTemplate:input_type -> strata.v1.DeleteTemplateRequest
+	62, // 66: strata.v1.CloneService.CreateClone:input_type -> strata.v1.CreateCloneRequest
+	63, // 67: strata.v1.CloneService.ListClones:input_type -> strata.v1.ListClonesRequest
+	65, // 68: strata.v1.CloneService.GetClone:input_type -> strata.v1.GetCloneRequest
+	66, // 69: strata.v1.CloneService.ResetClone:input_type -> strata.v1.ResetCloneRequest
+	67, // 70: strata.v1.CloneService.ExtendClone:input_type -> strata.v1.ExtendCloneRequest
+	68, // 71: strata.v1.CloneService.DeleteClone:input_type -> strata.v1.DeleteCloneRequest
+	16, // 72: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	20, // 73: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	16, // 74: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	23, // 75: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	16, // 76: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	16, // 77: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	16, // 78: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	29, // 79: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	31, // 80: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	33, // 81: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	35, // 82: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
+	37, // 83: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
+	16, // 84: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
+	38, // 85: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	41, // 86: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	43, // 87: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	49, // 88: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	44, // 89: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
+	47, // 90: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
+	2,  // 91: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
+	4,  // 92: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
+	6,  // 93: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
+	8,  // 94: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
+	0,  // 95: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
+	10, // 96: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
+	13, // 97: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
+	15, // 98: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
+	51, // 99: strata.v1.TemplateService.CreateTemplate:output_type -> strata.v1.Template
+	51, // 100: strata.v1.TemplateService.RefreshTemplate:output_type -> strata.v1.Template
+	57, // 101: strata.v1.TemplateService.ListTemplates:output_type -> strata.v1.ListTemplatesResponse
+	51, // 102: strata.v1.TemplateService.GetTemplate:output_type -> strata.v1.Template
+	60, // 103: strata.v1.TemplateService.DeleteTemplate:output_type -> strata.v1.DeleteTemplateResponse
+	61, // 104: strata.v1.CloneService.CreateClone:output_type -> strata.v1.Clone
+	64, // 105: strata.v1.CloneService.ListClones:output_type -> strata.v1.ListClonesResponse
+	61, // 106: strata.v1.CloneService.GetClone:output_type -> strata.v1.Clone
+	61, // 107: strata.v1.CloneService.ResetClone:output_type -> strata.v1.Clone
+	61, // 108: strata.v1.CloneService.ExtendClone:output_type -> strata.v1.Clone
+	69, // 109: strata.v1.CloneService.DeleteClone:output_type -> strata.v1.DeleteCloneResponse
+	72, // [72:110] is the sub-list for method output_type
+	34, // [34:72] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -3187,15 +4630,17 @@ func file_strata_v1_strata_proto_init() {
 		return
 	}
 	file_strata_v1_strata_proto_msgTypes[17].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[55].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[67].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   74,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   7,
 		},
 		GoTypes:           file_strata_v1_strata_proto_goTypes,
 		DependencyIndexes: file_strata_v1_strata_proto_depIdxs,

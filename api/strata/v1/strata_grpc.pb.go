@@ -1475,3 +1475,629 @@ var SecretService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "strata/v1/strata.proto",
 }
+
+const (
+	TemplateService_CreateTemplate_FullMethodName  = "/strata.v1.TemplateService/CreateTemplate"
+	TemplateService_RefreshTemplate_FullMethodName = "/strata.v1.TemplateService/RefreshTemplate"
+	TemplateService_ListTemplates_FullMethodName   = "/strata.v1.TemplateService/ListTemplates"
+	TemplateService_GetTemplate_FullMethodName     = "/strata.v1.TemplateService/GetTemplate"
+	TemplateService_DeleteTemplate_FullMethodName  = "/strata.v1.TemplateService/DeleteTemplate"
+)
+
+// TemplateServiceClient is the client API for TemplateService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TemplateService manages masked templates: versions of a production
+// volume's database with the columns a rules file names replaced by
+// deterministic fakes, from which developers make instant clones. Making a
+// version snapshots the source volume, makes a thin working clone, starts
+// the database server found in it (on a private socket, never a network
+// port), masks, checks that no sampled original value is left, stops the
+// server cleanly and seals the clone. The source volume is never written.
+// A version that fails any step is never published: its working clone is
+// removed and the server's log kept (see Template.last_log).
+type TemplateServiceClient interface {
+	// CreateTemplate makes a template and its version 1. It returns when the
+	// version is published, or fails, whatever time masking takes; a
+	// failed create leaves no template behind. An existing name is
+	// AlreadyExists.
+	CreateTemplate(ctx context.Context, in *CreateTemplateRequest, opts ...grpc.CallOption) (*Template, error)
+	// RefreshTemplate makes the template's next version from the source
+	// volume's current data, then drops the versions beyond keep that no
+	// clone uses.
+	RefreshTemplate(ctx context.Context, in *RefreshTemplateRequest, opts ...grpc.CallOption) (*Template, error)
+	ListTemplates(ctx context.Context, in *ListTemplatesRequest, opts ...grpc.CallOption) (*ListTemplatesResponse, error)
+	GetTemplate(ctx context.Context, in *GetTemplateRequest, opts ...grpc.CallOption) (*Template, error)
+	// DeleteTemplate removes a template and its versions; refused while
+	// clones of it exist, unless force (the clones keep their data, since
+	// layers are shared, but can no longer be reset).
+	DeleteTemplate(ctx context.Context, in *DeleteTemplateRequest, opts ...grpc.CallOption) (*DeleteTemplateResponse, error)
+}
+
+type templateServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTemplateServiceClient(cc grpc.ClientConnInterface) TemplateServiceClient {
+	return &templateServiceClient{cc}
+}
+
+func (c *templateServiceClient) CreateTemplate(ctx context.Context, in *CreateTemplateRequest, opts ...grpc.CallOption) (*Template, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Template)
+	err := c.cc.Invoke(ctx, TemplateService_CreateTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *templateServiceClient) RefreshTemplate(ctx context.Context, in *RefreshTemplateRequest, opts ...grpc.CallOption) (*Template, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Template)
+	err := c.cc.Invoke(ctx, TemplateService_RefreshTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *templateServiceClient) ListTemplates(ctx context.Context, in *ListTemplatesRequest, opts ...grpc.CallOption) (*ListTemplatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTemplatesResponse)
+	err := c.cc.Invoke(ctx, TemplateService_ListTemplates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *templateServiceClient) GetTemplate(ctx context.Context, in *GetTemplateRequest, opts ...grpc.CallOption) (*Template, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Template)
+	err := c.cc.Invoke(ctx, TemplateService_GetTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *templateServiceClient) DeleteTemplate(ctx context.Context, in *DeleteTemplateRequest, opts ...grpc.CallOption) (*DeleteTemplateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteTemplateResponse)
+	err := c.cc.Invoke(ctx, TemplateService_DeleteTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TemplateServiceServer is the server API for TemplateService service.
+// All implementations must embed UnimplementedTemplateServiceServer
+// for forward compatibility.
+//
+// TemplateService manages masked templates: versions of a production
+// volume's database with the columns a rules file names replaced by
+// deterministic fakes, from which developers make instant clones. Making a
+// version snapshots the source volume, makes a thin working clone, starts
+// the database server found in it (on a private socket, never a network
+// port), masks, checks that no sampled original value is left, stops the
+// server cleanly and seals the clone. The source volume is never written.
+// A version that fails any step is never published: its working clone is
+// removed and the server's log kept (see Template.last_log).
+type TemplateServiceServer interface {
+	// CreateTemplate makes a template and its version 1. It returns when the
+	// version is published, or fails, whatever time masking takes; a
+	// failed create leaves no template behind. An existing name is
+	// AlreadyExists.
+	CreateTemplate(context.Context, *CreateTemplateRequest) (*Template, error)
+	// RefreshTemplate makes the template's next version from the source
+	// volume's current data, then drops the versions beyond keep that no
+	// clone uses.
+	RefreshTemplate(context.Context, *RefreshTemplateRequest) (*Template, error)
+	ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error)
+	GetTemplate(context.Context, *GetTemplateRequest) (*Template, error)
+	// DeleteTemplate removes a template and its versions; refused while
+	// clones of it exist, unless force (the clones keep their data, since
+	// layers are shared, but can no longer be reset).
+	DeleteTemplate(context.Context, *DeleteTemplateRequest) (*DeleteTemplateResponse, error)
+	mustEmbedUnimplementedTemplateServiceServer()
+}
+
+// UnimplementedTemplateServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTemplateServiceServer struct{}
+
+func (UnimplementedTemplateServiceServer) CreateTemplate(context.Context, *CreateTemplateRequest) (*Template, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) RefreshTemplate(context.Context, *RefreshTemplateRequest) (*Template, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTemplates not implemented")
+}
+func (UnimplementedTemplateServiceServer) GetTemplate(context.Context, *GetTemplateRequest) (*Template, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) DeleteTemplate(context.Context, *DeleteTemplateRequest) (*DeleteTemplateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) mustEmbedUnimplementedTemplateServiceServer() {}
+func (UnimplementedTemplateServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeTemplateServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TemplateServiceServer will
+// result in compilation errors.
+type UnsafeTemplateServiceServer interface {
+	mustEmbedUnimplementedTemplateServiceServer()
+}
+
+func RegisterTemplateServiceServer(s grpc.ServiceRegistrar, srv TemplateServiceServer) {
+	// If the following call panics, it indicates UnimplementedTemplateServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TemplateService_ServiceDesc, srv)
+}
+
+func _TemplateService_CreateTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).CreateTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_CreateTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).CreateTemplate(ctx, req.(*CreateTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TemplateService_RefreshTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).RefreshTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_RefreshTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).RefreshTemplate(ctx, req.(*RefreshTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TemplateService_ListTemplates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTemplatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).ListTemplates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_ListTemplates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).ListTemplates(ctx, req.(*ListTemplatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TemplateService_GetTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).GetTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_GetTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).GetTemplate(ctx, req.(*GetTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TemplateService_DeleteTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).DeleteTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_DeleteTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).DeleteTemplate(ctx, req.(*DeleteTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TemplateService_ServiceDesc is the grpc.ServiceDesc for TemplateService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TemplateService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "strata.v1.TemplateService",
+	HandlerType: (*TemplateServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateTemplate",
+			Handler:    _TemplateService_CreateTemplate_Handler,
+		},
+		{
+			MethodName: "RefreshTemplate",
+			Handler:    _TemplateService_RefreshTemplate_Handler,
+		},
+		{
+			MethodName: "ListTemplates",
+			Handler:    _TemplateService_ListTemplates_Handler,
+		},
+		{
+			MethodName: "GetTemplate",
+			Handler:    _TemplateService_GetTemplate_Handler,
+		},
+		{
+			MethodName: "DeleteTemplate",
+			Handler:    _TemplateService_DeleteTemplate_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "strata/v1/strata.proto",
+}
+
+const (
+	CloneService_CreateClone_FullMethodName = "/strata.v1.CloneService/CreateClone"
+	CloneService_ListClones_FullMethodName  = "/strata.v1.CloneService/ListClones"
+	CloneService_GetClone_FullMethodName    = "/strata.v1.CloneService/GetClone"
+	CloneService_ResetClone_FullMethodName  = "/strata.v1.CloneService/ResetClone"
+	CloneService_ExtendClone_FullMethodName = "/strata.v1.CloneService/ExtendClone"
+	CloneService_DeleteClone_FullMethodName = "/strata.v1.CloneService/DeleteClone"
+)
+
+// CloneServiceClient is the client API for CloneService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// CloneService manages self-service clones: volumes made from a template
+// version, owned by the caller's tenant, that expire. A controller on the
+// node deletes a clone past its TTL, or idle (no read or write) for longer
+// than its idle expiry, unless it is protected; a clone still mounted,
+// exported or mapped then is deleted as soon as it is released. Clones are
+// ordinary volumes otherwise (mount, export, snapshot, Docker, Kubernetes).
+type CloneServiceClient interface {
+	// CreateClone makes a thin clone of a template version (the latest by
+	// default), instantly, with the cluster's clone-default QoS limits.
+	// Creating a clone that exists with the same template and version
+	// returns it.
+	CreateClone(ctx context.Context, in *CreateCloneRequest, opts ...grpc.CallOption) (*Clone, error)
+	// ListClones lists the clones the caller may see (a developer: its
+	// tenant's), with the time they have left.
+	ListClones(ctx context.Context, in *ListClonesRequest, opts ...grpc.CallOption) (*ListClonesResponse, error)
+	GetClone(ctx context.Context, in *GetCloneRequest, opts ...grpc.CallOption) (*Clone, error)
+	// ResetClone puts a clone back to its template version (or another),
+	// keeping its name, tenant and limits; its own writes and snapshots are
+	// dropped. Refused while the clone is mounted, exported or mapped.
+	ResetClone(ctx context.Context, in *ResetCloneRequest, opts ...grpc.CallOption) (*Clone, error)
+	// ExtendClone sets a clone's TTL anew from now, and optionally its idle
+	// expiry and protection.
+	ExtendClone(ctx context.Context, in *ExtendCloneRequest, opts ...grpc.CallOption) (*Clone, error)
+	// DeleteClone deletes a clone; refused while it is mounted, exported or
+	// mapped.
+	DeleteClone(ctx context.Context, in *DeleteCloneRequest, opts ...grpc.CallOption) (*DeleteCloneResponse, error)
+}
+
+type cloneServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCloneServiceClient(cc grpc.ClientConnInterface) CloneServiceClient {
+	return &cloneServiceClient{cc}
+}
+
+func (c *cloneServiceClient) CreateClone(ctx context.Context, in *CreateCloneRequest, opts ...grpc.CallOption) (*Clone, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Clone)
+	err := c.cc.Invoke(ctx, CloneService_CreateClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cloneServiceClient) ListClones(ctx context.Context, in *ListClonesRequest, opts ...grpc.CallOption) (*ListClonesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListClonesResponse)
+	err := c.cc.Invoke(ctx, CloneService_ListClones_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cloneServiceClient) GetClone(ctx context.Context, in *GetCloneRequest, opts ...grpc.CallOption) (*Clone, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Clone)
+	err := c.cc.Invoke(ctx, CloneService_GetClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cloneServiceClient) ResetClone(ctx context.Context, in *ResetCloneRequest, opts ...grpc.CallOption) (*Clone, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Clone)
+	err := c.cc.Invoke(ctx, CloneService_ResetClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cloneServiceClient) ExtendClone(ctx context.Context, in *ExtendCloneRequest, opts ...grpc.CallOption) (*Clone, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Clone)
+	err := c.cc.Invoke(ctx, CloneService_ExtendClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cloneServiceClient) DeleteClone(ctx context.Context, in *DeleteCloneRequest, opts ...grpc.CallOption) (*DeleteCloneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCloneResponse)
+	err := c.cc.Invoke(ctx, CloneService_DeleteClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CloneServiceServer is the server API for CloneService service.
+// All implementations must embed UnimplementedCloneServiceServer
+// for forward compatibility.
+//
+// CloneService manages self-service clones: volumes made from a template
+// version, owned by the caller's tenant, that expire. A controller on the
+// node deletes a clone past its TTL, or idle (no read or write) for longer
+// than its idle expiry, unless it is protected; a clone still mounted,
+// exported or mapped then is deleted as soon as it is released. Clones are
+// ordinary volumes otherwise (mount, export, snapshot, Docker, Kubernetes).
+type CloneServiceServer interface {
+	// CreateClone makes a thin clone of a template version (the latest by
+	// default), instantly, with the cluster's clone-default QoS limits.
+	// Creating a clone that exists with the same template and version
+	// returns it.
+	CreateClone(context.Context, *CreateCloneRequest) (*Clone, error)
+	// ListClones lists the clones the caller may see (a developer: its
+	// tenant's), with the time they have left.
+	ListClones(context.Context, *ListClonesRequest) (*ListClonesResponse, error)
+	GetClone(context.Context, *GetCloneRequest) (*Clone, error)
+	// ResetClone puts a clone back to its template version (or another),
+	// keeping its name, tenant and limits; its own writes and snapshots are
+	// dropped. Refused while the clone is mounted, exported or mapped.
+	ResetClone(context.Context, *ResetCloneRequest) (*Clone, error)
+	// ExtendClone sets a clone's TTL anew from now, and optionally its idle
+	// expiry and protection.
+	ExtendClone(context.Context, *ExtendCloneRequest) (*Clone, error)
+	// DeleteClone deletes a clone; refused while it is mounted, exported or
+	// mapped.
+	DeleteClone(context.Context, *DeleteCloneRequest) (*DeleteCloneResponse, error)
+	mustEmbedUnimplementedCloneServiceServer()
+}
+
+// UnimplementedCloneServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCloneServiceServer struct{}
+
+func (UnimplementedCloneServiceServer) CreateClone(context.Context, *CreateCloneRequest) (*Clone, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateClone not implemented")
+}
+func (UnimplementedCloneServiceServer) ListClones(context.Context, *ListClonesRequest) (*ListClonesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListClones not implemented")
+}
+func (UnimplementedCloneServiceServer) GetClone(context.Context, *GetCloneRequest) (*Clone, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClone not implemented")
+}
+func (UnimplementedCloneServiceServer) ResetClone(context.Context, *ResetCloneRequest) (*Clone, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetClone not implemented")
+}
+func (UnimplementedCloneServiceServer) ExtendClone(context.Context, *ExtendCloneRequest) (*Clone, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExtendClone not implemented")
+}
+func (UnimplementedCloneServiceServer) DeleteClone(context.Context, *DeleteCloneRequest) (*DeleteCloneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteClone not implemented")
+}
+func (UnimplementedCloneServiceServer) mustEmbedUnimplementedCloneServiceServer() {}
+func (UnimplementedCloneServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeCloneServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CloneServiceServer will
+// result in compilation errors.
+type UnsafeCloneServiceServer interface {
+	mustEmbedUnimplementedCloneServiceServer()
+}
+
+func RegisterCloneServiceServer(s grpc.ServiceRegistrar, srv CloneServiceServer) {
+	// If the following call panics, it indicates UnimplementedCloneServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CloneService_ServiceDesc, srv)
+}
+
+func _CloneService_CreateClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).CreateClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_CreateClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).CreateClone(ctx, req.(*CreateCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CloneService_ListClones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListClonesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).ListClones(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_ListClones_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).ListClones(ctx, req.(*ListClonesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CloneService_GetClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).GetClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_GetClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).GetClone(ctx, req.(*GetCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CloneService_ResetClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).ResetClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_ResetClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).ResetClone(ctx, req.(*ResetCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CloneService_ExtendClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).ExtendClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_ExtendClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).ExtendClone(ctx, req.(*ExtendCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CloneService_DeleteClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CloneServiceServer).DeleteClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CloneService_DeleteClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CloneServiceServer).DeleteClone(ctx, req.(*DeleteCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// CloneService_ServiceDesc is the grpc.ServiceDesc for CloneService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CloneService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "strata.v1.CloneService",
+	HandlerType: (*CloneServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateClone",
+			Handler:    _CloneService_CreateClone_Handler,
+		},
+		{
+			MethodName: "ListClones",
+			Handler:    _CloneService_ListClones_Handler,
+		},
+		{
+			MethodName: "GetClone",
+			Handler:    _CloneService_GetClone_Handler,
+		},
+		{
+			MethodName: "ResetClone",
+			Handler:    _CloneService_ResetClone_Handler,
+		},
+		{
+			MethodName: "ExtendClone",
+			Handler:    _CloneService_ExtendClone_Handler,
+		},
+		{
+			MethodName: "DeleteClone",
+			Handler:    _CloneService_DeleteClone_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "strata/v1/strata.proto",
+}

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/strata-storage/strata/internal/chain"
 	"github.com/strata-storage/strata/internal/engine"
@@ -90,6 +91,8 @@ type volume struct {
 	busy string
 	// limits are the QoS limits the engine gets when it starts.
 	limits qos.Limits
+	// lastIO is the last I/O of engines closed since (see LastIO).
+	lastIO time.Time
 }
 
 // Open opens (or creates) the pool in cfg.PoolDir. A crash may have left
@@ -196,6 +199,9 @@ func (a *Agent) engineLocked(v *volume) (*engine.Volume, error) {
 func (v *volume) closeEngineLocked() error {
 	if v.eng == nil {
 		return nil
+	}
+	if t := v.eng.LastIO(); t.After(v.lastIO) {
+		v.lastIO = t
 	}
 	err := v.eng.Close()
 	v.eng = nil
@@ -567,6 +573,27 @@ func (a *Agent) Status(name string) (Status, error) {
 		v.mu.Unlock()
 	}
 	return st, nil
+}
+
+// LastIO returns when the volume last had a read or write (trim and
+// write-zeroes included) on this node since the agent started; the zero
+// time if none.
+func (a *Agent) LastIO(name string) time.Time {
+	a.mu.Lock()
+	v := a.vols[name]
+	a.mu.Unlock()
+	if v == nil {
+		return time.Time{}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t := v.lastIO
+	if v.eng != nil {
+		if e := v.eng.LastIO(); e.After(t) {
+			t = e
+		}
+	}
+	return t
 }
 
 // Exists says whether volume name has a chain in the pool.

@@ -216,3 +216,35 @@ func TestMountRefusals(t *testing.T) {
 		t.Fatalf("unmount of nothing: %v", err)
 	}
 }
+
+func TestLastIO(t *testing.T) {
+	a := openAgent(t)
+	if _, err := a.Create("v", mib); err != nil {
+		t.Fatal(err)
+	}
+	if !a.LastIO("v").IsZero() || !a.LastIO("missing").IsZero() {
+		t.Fatal("I/O before any")
+	}
+	b, rel, err := a.Exports().Open(context.Background(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	last := a.LastIO("v")
+	if last.IsZero() {
+		t.Fatal("no I/O seen after a write")
+	}
+	// A revert restarts the engine; the last I/O is remembered.
+	if _, err := a.Snapshot("v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Revert("v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.LastIO("v"); !got.Equal(last) {
+		t.Fatalf("LastIO after a revert = %v, want %v", got, last)
+	}
+}

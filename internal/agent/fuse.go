@@ -14,11 +14,13 @@ type MountInfo struct {
 	// Device is the block device the filesystem is on (a loop device over
 	// the volume's FUSE file).
 	Device string
+	// Formatted says the mount made the filesystem (the volume had none).
+	Formatted bool
 }
 
 // mountInfo describes m.
 func mountInfo(name string, m *fusefile.Mounted) MountInfo {
-	return MountInfo{Volume: name, Target: m.Target(), FSType: m.FSType(), Device: m.LoopDevice()}
+	return MountInfo{Volume: name, Target: m.Target(), FSType: m.FSType(), Device: m.LoopDevice(), Formatted: m.Formatted()}
 }
 
 // cleanupFuse removes what the mounts of a process that died (kill -9, a

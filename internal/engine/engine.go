@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/qos"
@@ -40,6 +42,18 @@ type Volume struct {
 	// qos throttles I/O before it takes io, so that waiting requests hold
 	// up neither snapshots nor Close.
 	qos *limiter
+	// lastIO is when the last read, write, trim or write-zeroes came, in
+	// Unix nanoseconds (the clone controller's idle clock).
+	lastIO atomic.Int64
+}
+
+// LastIO returns when the last read, write, trim or write-zeroes came; the
+// zero time if none has.
+func (v *Volume) LastIO() time.Time {
+	if n := v.lastIO.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // New returns the engine of volume name over its replicas; the first one is
@@ -85,6 +99,7 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	if v.closed {
 		return 0, ErrClosed
 	}
+	v.lastIO.Store(time.Now().UnixNano())
 	return v.replicas[0].ReadAt(p, off)
 }
 
@@ -98,6 +113,7 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	if v.closed {
 		return 0, ErrClosed
 	}
+	v.lastIO.Store(time.Now().UnixNano())
 	err := v.each(func(r Replica) error { _, err := r.WriteAt(p, off); return err })
 	if err != nil {
 		return 0, err
@@ -128,6 +144,7 @@ func (v *Volume) Trim(off, length int64) error {
 	if v.closed {
 		return ErrClosed
 	}
+	v.lastIO.Store(time.Now().UnixNano())
 	return v.each(func(r Replica) error { return r.Trim(off, length) })
 }
 
@@ -141,6 +158,7 @@ func (v *Volume) WriteZeroes(off, length int64) error {
 	if v.closed {
 		return ErrClosed
 	}
+	v.lastIO.Store(time.Now().UnixNano())
 	return v.each(func(r Replica) error { return r.WriteZeroes(off, length) })
 }
 

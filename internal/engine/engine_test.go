@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // memReplica is an in-memory replica for testing the engine's logic.
@@ -117,5 +118,31 @@ func TestClosedEngineRefusesIO(t *testing.T) {
 func TestNoReplica(t *testing.T) {
 	if _, err := New("vol"); err == nil {
 		t.Fatal("an engine without replicas was accepted")
+	}
+}
+
+func TestLastIO(t *testing.T) {
+	v, _ := New("vol", newMem(8192))
+	if !v.LastIO().IsZero() {
+		t.Fatal("a new engine has seen I/O")
+	}
+	before := time.Now()
+	v.Flush() // moves no data: not I/O for the idle clock
+	if !v.LastIO().IsZero() {
+		t.Fatal("a flush counts as I/O")
+	}
+	for _, io := range []func() error{
+		func() error { _, err := v.ReadAt(make([]byte, 512), 0); return err },
+		func() error { _, err := v.WriteAt(make([]byte, 512), 0); return err },
+		func() error { return v.Trim(0, 4096) },
+		func() error { return v.WriteZeroes(0, 4096) },
+	} {
+		last := v.LastIO()
+		if err := io(); err != nil {
+			t.Fatal(err)
+		}
+		if got := v.LastIO(); got.Before(before) || got.Before(last) {
+			t.Fatalf("LastIO %v after I/O at %v", got, before)
+		}
 	}
 }

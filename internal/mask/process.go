@@ -141,6 +141,9 @@ func (p *process) waitReady(ctx context.Context, what string, timeout time.Durat
 // stop sends sig and waits for a clean exit; a process that does not exit
 // in time is killed, and that is an error.
 func (p *process) stop(ctx context.Context, sig syscall.Signal, what string) error {
+	if p == nil {
+		return errors.New(what + " is not running")
+	}
 	if done, _ := p.exited(); done {
 		return p.exitError(what)
 	}
@@ -168,16 +171,21 @@ func (p *process) stop(ctx context.Context, sig syscall.Signal, what string) err
 	return nil
 }
 
-// kill kills the process group and waits for the process.
+// kill kills the process group and waits until none of its processes is
+// left (a server's children keep files open in the data directory, which
+// must be unmounted next).
 func (p *process) kill() {
 	if p == nil {
 		return
 	}
-	if done, _ := p.exited(); done {
-		return
-	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	pgid := p.cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGKILL)
 	<-p.done
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // runAs runs a tool as o to completion, its output going to the log.

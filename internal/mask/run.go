@@ -256,6 +256,12 @@ func (r *runner) run(ctx context.Context) (retErr error) {
 			r.db.close()
 		}
 		if !stopped {
+			// After a failure: a quick clean stop, else kill.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if err := r.eng.stop(sctx); err != nil {
+				r.logf("the server did not stop cleanly: %v", err)
+			}
+			cancel()
 			r.eng.kill()
 		}
 	}()

@@ -46,6 +46,8 @@ type testNode struct {
 	nbdDone, apiDone   chan error
 	conn               *grpc.ClientConn
 	stopped            bool
+	// cloneExpiry is the clone controller's period (the default when 0).
+	cloneExpiry time.Duration
 }
 
 func freeURL(t *testing.T) string {
@@ -101,7 +103,8 @@ func (n *testNode) start() {
 		t.Fatal(err)
 	}
 	n.apiAddr, n.nbdAddr = apiLn.Addr().String(), nbdLn.Addr().String()
-	n.srv, err = New(ctx, Config{Meta: n.meta, Agent: n.agent, Node: "node1", APIAddr: n.apiAddr, NBDAddr: n.nbdAddr, Version: "test", Logger: log})
+	n.srv, err = New(ctx, Config{Meta: n.meta, Agent: n.agent, Node: "node1", APIAddr: n.apiAddr, NBDAddr: n.nbdAddr, Version: "test", Logger: log,
+		TemplateDir: filepath.Join(n.dir, "templates"), CloneExpiry: n.cloneExpiry})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}

@@ -21,6 +21,8 @@ import (
 //   - a ready volume without a chain is reported and shown as "missing";
 //   - the agent gets every volume's QoS limits, which engines start with;
 //   - snapshots "creating" are completed or removed, "deleting" finished;
+//   - the working clone of a template version being made is removed (see
+//     reconcileTemplates), and so are the records of clones without a volume;
 //   - chains no record lists are reported and left alone.
 func (s *Server) Reconcile(ctx context.Context) error {
 	vols, err := s.meta.ListVolumes(ctx)
@@ -46,6 +48,9 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		if err := s.reconcileSnapshot(ctx, sn); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := s.reconcileTemplates(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("reconcile templates: %w", err))
 	}
 	chains, err := s.agent.List()
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +55,12 @@ type Config struct {
 	// Heartbeat is how often the node record is rewritten; 10s when 0.
 	Heartbeat time.Duration
 	Logger    *slog.Logger
+	// TemplateDir keeps the logs of template builds (DATA_DIR/templates);
+	// a directory under the system's temporary directory when empty.
+	TemplateDir string
+	// CloneExpiry is how often the clone controller looks for expired
+	// clones; 30s when 0.
+	CloneExpiry time.Duration
 }
 
 // Server serves the API. Create it with New, run Reconcile, then Serve.
@@ -70,6 +78,14 @@ type Server struct {
 	tokens    *tokenCache
 	locks     keyedMutex
 
+	// Templates and the clone controller (templates.go, clones.go).
+	templateDir string
+	started     time.Time
+	stopClones  chan struct{}
+	clonesDone  chan struct{}
+	expiryMu    sync.Mutex
+	inUseLogged map[string]bool
+
 	grpc   *grpc.Server
 	gw     *runtime.ServeMux
 	inproc *bufconn.Listener // the gateway's connection to s.grpc
@@ -86,6 +102,8 @@ type Server struct {
 	pb.UnimplementedClusterServiceServer
 	pb.UnimplementedUserServiceServer
 	pb.UnimplementedSecretServiceServer
+	pb.UnimplementedTemplateServiceServer
+	pb.UnimplementedCloneServiceServer
 }
 
 // New makes the server, its gRPC services and their REST gateway, and
@@ -129,6 +147,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	pb.RegisterClusterServiceServer(s.grpc, s)
 	pb.RegisterUserServiceServer(s.grpc, s)
 	pb.RegisterSecretServiceServer(s.grpc, s)
+	pb.RegisterTemplateServiceServer(s.grpc, s)
+	pb.RegisterCloneServiceServer(s.grpc, s)
 
 	// The gateway calls the gRPC server through an in-process connection,
 	// so REST calls take the same path as gRPC ones: the same interceptor
@@ -146,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		pb.RegisterVolumeServiceHandler, pb.RegisterSnapshotServiceHandler, pb.RegisterClusterServiceHandler,
 		pb.RegisterUserServiceHandler, pb.RegisterSecretServiceHandler,
+		pb.RegisterTemplateServiceHandler, pb.RegisterCloneServiceHandler,
 	} {
 		if err := reg(context.WithoutCancel(ctx), s.gw, s.gwConn); err != nil {
 			s.gwConn.Close()
@@ -160,6 +181,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: register node %q: %w", s.node, err)
 	}
 	go s.heartbeatLoop()
+	s.started, s.templateDir = time.Now(), cfg.TemplateDir
+	if s.templateDir == "" {
+		s.templateDir = filepath.Join(os.TempDir(), "strata-templates")
+	}
+	interval := cfg.CloneExpiry
+	if interval == 0 {
+		interval = 30 * time.Second
+	}
+	s.stopClones, s.clonesDone = make(chan struct{}), make(chan struct{})
+	go s.cloneControllerLoop(interval, s.stopClones, s.clonesDone)
 	return s, nil
 }
 
@@ -237,6 +268,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	close(s.stopHB)
 	<-s.hbDone
+	close(s.stopClones)
+	<-s.clonesDone
 	s.gwConn.Close()
 	s.grpc.Stop()
 	return err

@@ -122,7 +122,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, "", "", req.Labels, lim)
+	return s.create(ctx, req.Name, sz, "", "", req.Labels, lim, "")
 }
 
 // CloneVolume makes a thin clone of snapshot VOL@SNAP. size_bytes 0 keeps
@@ -148,15 +148,16 @@ func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels, lim)
+	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels, lim, "")
 }
 
 // create records volume name as creating, makes its chain (empty, or a
 // clone of srcVol@srcSnap), and records it as ready. A failure removes the
 // record again; a crash leaves a "creating" record that Reconcile finishes
 // or removes. The agent gets the volume's QoS limits before the volume is
-// ready, so that no engine runs it without them.
-func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits) (*pb.Volume, error) {
+// ready, so that no engine runs it without them. tenant owns the volume
+// (a clone's; see CreateClone), or none.
+func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits, tenant string) (*pb.Volume, error) {
 	parent := ""
 	locks := []string{name}
 	if srcVol != "" {
@@ -194,7 +195,7 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 		if rec.State == meta.StateDeleting {
 			return nil, fmt.Errorf("volume %q is being deleted; retry when it is gone: %w", name, errdefs.ErrFailedPrecondition)
 		}
-		if rec.Size != sz || rec.Parent != parent || !maps.Equal(rec.Labels, labels) {
+		if rec.Size != sz || rec.Parent != parent || !maps.Equal(rec.Labels, labels) || rec.Tenant != tenant {
 			return nil, fmt.Errorf("volume %q exists with another spec (%s%s%s): %w", name, size.Format(rec.Size), fromText(rec.Parent), labelsText(rec.Labels), errdefs.ErrAlreadyExists)
 		}
 		if rec.State == meta.StateReady {
@@ -218,6 +219,7 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 			State:   meta.StateCreating,
 			Labels:  labels,
 			QoS:     lim,
+			Tenant:  tenant,
 		})
 		if err != nil {
 			return nil, err

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 )
 
 // namespaced reports whether objects of a kind of the chart live in a namespace.
@@ -33,10 +34,17 @@ func (b *bundle) check(t *testing.T, ns string) {
 	t.Helper()
 	b.checkNames(t, ns)
 	b.checkDriver(t)
-	for _, p := range b.podTemplates() {
+	pods := b.podTemplates()
+	for _, p := range pods {
 		checkPodSpec(t, p.owner, p.spec)
 		if s := p.selector; s == nil || !selects(t, s, p.labels) {
 			t.Errorf("%s: its selector does not select its pods", p.owner)
+		}
+		// Workloads whose selectors overlap fight over their pods.
+		for _, q := range pods {
+			if q.owner != p.owner && p.selector != nil && selects(t, p.selector, q.labels) {
+				t.Errorf("%s: its selector selects the pods of %s too", p.owner, q.owner)
+			}
 		}
 	}
 	b.checkServiceAccounts(t)
@@ -44,6 +52,7 @@ func (b *bundle) check(t *testing.T, ns string) {
 	b.checkSocket(t)
 	b.checkNode(t)
 	b.checkController(t)
+	b.checkSnapshotter(t)
 	b.checkServices(t)
 }
 
@@ -66,6 +75,15 @@ func (b *bundle) checkDefaults(t *testing.T) {
 	}
 	if len(b.snapshotClasses) != 1 {
 		t.Errorf("%d VolumeSnapshotClasses, want 1", len(b.snapshotClasses))
+	}
+	if len(b.daemonSets) != 1 || b.daemonSets[0].Name != "strata-node" {
+		t.Errorf("%d DaemonSets, want strata-node alone", len(b.daemonSets))
+	}
+	// Distributed snapshotting: every node snapshots its own volumes.
+	for _, ds := range b.daemonSets {
+		if !hasContainer(&ds.Spec.Template.Spec, "csi-snapshotter") {
+			t.Errorf("DaemonSet %s: no csi-snapshotter", ds.Name)
+		}
 	}
 	if len(b.services) != 1 {
 		t.Errorf("%d Services, want the scheduler extender's", len(b.services))
@@ -136,6 +154,12 @@ func checkStorageClass(t *testing.T, sc *storagev1.StorageClass) {
 	t.Helper()
 	if sc.Provisioner != driverName {
 		t.Errorf("StorageClass %s: provisioner %s, want %s", sc.Name, sc.Provisioner, driverName)
+	}
+	// Each node's provisioner makes the volumes of the pods scheduled to
+	// it, and takes no claim of an Immediate class
+	// (--node-deployment-immediate-binding=false).
+	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
+		t.Errorf("StorageClass %s: volumeBindingMode %v, want WaitForFirstConsumer", sc.Name, ptr.Deref(sc.VolumeBindingMode, ""))
 	}
 	for k := range sc.Parameters {
 		if !slices.Contains(driverParameters, k) && !strings.HasPrefix(k, "csi.storage.k8s.io/") {
@@ -248,18 +272,19 @@ func pinned(image string) error {
 }
 
 // checkServiceAccounts checks that every ServiceAccount a pod runs as exists
-// and is bound to roles that exist when the pod calls the API, that pods that
-// do not call it get no token, and that bindings bind what exists.
+// and is bound to roles that exist when the pod calls the API, that the
+// containers that call it get a token and the others none, and that bindings
+// bind what exists.
 func (b *bundle) checkServiceAccounts(t *testing.T) {
 	t.Helper()
-	accounts := map[string]bool{}
+	accounts := map[string]*corev1.ServiceAccount{}
 	for _, sa := range b.serviceAccounts {
-		accounts[sa.Namespace+"/"+sa.Name] = true
+		accounts[sa.Namespace+"/"+sa.Name] = sa
 	}
 	bound := map[string]bool{}
 	checkBinding := func(id string, subjects []rbacv1.Subject, ref rbacv1.RoleRef, ns string) {
 		for _, s := range subjects {
-			if s.Kind != rbacv1.ServiceAccountKind || !accounts[s.Namespace+"/"+s.Name] {
+			if s.Kind != rbacv1.ServiceAccountKind || accounts[s.Namespace+"/"+s.Name] == nil {
 				t.Errorf("%s: subject %s %s/%s does not exist", id, s.Kind, s.Namespace, s.Name)
 			}
 			bound[s.Namespace+"/"+s.Name] = true
@@ -278,21 +303,86 @@ func (b *bundle) checkServiceAccounts(t *testing.T) {
 	}
 	for _, p := range b.podTemplates() {
 		sa := p.namespace + "/" + p.spec.ServiceAccountName
-		usesAPI := slices.ContainsFunc(p.spec.Containers, func(c corev1.Container) bool { return len(needs[c.Name]) > 0 })
-		token := p.spec.AutomountServiceAccountToken == nil || *p.spec.AutomountServiceAccountToken
-		switch {
-		case p.spec.ServiceAccountName == "" || !accounts[sa]:
+		account := accounts[sa]
+		if p.spec.ServiceAccountName == "" || account == nil {
 			t.Errorf("%s: ServiceAccount %q does not exist", p.owner, p.spec.ServiceAccountName)
-		case usesAPI && !token:
-			t.Errorf("%s: its containers call the API, and it gets no token", p.owner)
+			continue
+		}
+		usesAPI := false
+		for i := range p.spec.Containers {
+			c := &p.spec.Containers[i]
+			id := p.owner + " container " + c.Name
+			calls := len(needsOf(c)) > 0
+			usesAPI = usesAPI || calls
+			switch token := hasToken(t, id, p.spec, account, c); {
+			case calls && !token:
+				t.Errorf("%s: calls the API, and gets no token", id)
+			case !calls && token:
+				// Least privilege: a container in a privileged pod on the
+				// host's network keeps no credentials it does not use.
+				t.Errorf("%s: makes no call to the API, yet gets a token", id)
+			}
+		}
+		switch {
 		case usesAPI && !bound[sa]:
 			t.Errorf("%s: ServiceAccount %s has no role", p.owner, sa)
-		case !usesAPI && (token || bound[sa]):
-			// Least privilege: a privileged pod on the host's network
-			// keeps no credentials it does not use.
-			t.Errorf("%s: no container calls the API, yet it gets a token (or its ServiceAccount roles)", p.owner)
+		case !usesAPI && bound[sa]:
+			t.Errorf("%s: no container calls the API, yet ServiceAccount %s has roles", p.owner, sa)
 		}
 	}
+}
+
+// tokenDir is where client-go's in-cluster configuration reads the
+// ServiceAccount token, the cluster's CA and the namespace.
+const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// hasToken says whether a container gets a ServiceAccount token: the one the
+// pod automounts (in every container), or a projected volume mounted at
+// tokenDir, which must then hold what the automounted one holds.
+func hasToken(t *testing.T, id string, spec *corev1.PodSpec, sa *corev1.ServiceAccount, c *corev1.Container) bool {
+	t.Helper()
+	automount := spec.AutomountServiceAccountToken
+	if automount == nil {
+		automount = sa.AutomountServiceAccountToken
+	}
+	if automount == nil || *automount {
+		return true
+	}
+	for _, m := range c.VolumeMounts {
+		if path.Clean(m.MountPath) != tokenDir {
+			continue
+		}
+		i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		if i < 0 || spec.Volumes[i].Projected == nil {
+			t.Errorf("%s: %s is not a projected volume", id, tokenDir)
+			return false
+		}
+		files := map[string]bool{}
+		for _, src := range spec.Volumes[i].Projected.Sources {
+			switch {
+			case src.ServiceAccountToken != nil:
+				files[src.ServiceAccountToken.Path] = src.ServiceAccountToken.Audience == ""
+			case src.ConfigMap != nil && src.ConfigMap.Name == "kube-root-ca.crt":
+				for _, it := range src.ConfigMap.Items {
+					files[it.Path] = it.Key == "ca.crt"
+				}
+			case src.DownwardAPI != nil:
+				for _, it := range src.DownwardAPI.Items {
+					files[it.Path] = it.FieldRef != nil && it.FieldRef.FieldPath == "metadata.namespace"
+				}
+			}
+		}
+		for _, f := range []string{"token", "ca.crt", "namespace"} {
+			if !files[f] {
+				t.Errorf("%s: the volume at %s has no %s for client-go (API server token, kube-root-ca.crt's ca.crt, the pod's namespace)", id, tokenDir, f)
+			}
+		}
+		if !m.ReadOnly {
+			t.Errorf("%s: the token is mounted read-write", id)
+		}
+		return files["token"]
+	}
+	return false
 }
 
 // access is one request a container makes of the Kubernetes API.
@@ -302,7 +392,8 @@ type access struct {
 }
 
 // needs are the requests each container makes, from the upstream sidecars'
-// documented RBAC rules and from what the node daemon reads.
+// documented RBAC rules and from what the node daemon reads; needsOf adds
+// leader election's.
 var needs = map[string][]access{
 	"csi-provisioner": {
 		{"create", "", "persistentvolumes", false}, {"delete", "", "persistentvolumes", false},
@@ -311,24 +402,21 @@ var needs = map[string][]access{
 		{"watch", "", "nodes", false}, {"watch", "storage.k8s.io", "volumeattachments", false},
 		{"get", "snapshot.storage.k8s.io", "volumesnapshotcontents", false},
 		{"update", "snapshot.storage.k8s.io", "volumesnapshots", false},
-		{"update", "coordination.k8s.io", "leases", true},
 	},
 	"csi-attacher": {
 		{"patch", "", "persistentvolumes", false}, {"patch", "storage.k8s.io", "volumeattachments", false},
 		{"patch", "storage.k8s.io", "volumeattachments/status", false}, {"watch", "storage.k8s.io", "csinodes", false},
-		{"update", "coordination.k8s.io", "leases", true},
 	},
 	"csi-snapshotter": {
 		{"watch", "snapshot.storage.k8s.io", "volumesnapshotclasses", false},
 		{"update", "snapshot.storage.k8s.io", "volumesnapshotcontents", false},
 		{"patch", "snapshot.storage.k8s.io", "volumesnapshotcontents/status", false},
-		{"create", "", "events", false}, {"update", "coordination.k8s.io", "leases", true},
+		{"create", "", "events", false},
 	},
 	"csi-resizer": {
 		{"patch", "", "persistentvolumes", false}, {"watch", "", "persistentvolumeclaims", false},
 		{"patch", "", "persistentvolumeclaims/status", false}, {"watch", "", "pods", false},
 		{"watch", "storage.k8s.io", "volumeattributesclasses", false}, {"create", "", "events", false},
-		{"update", "coordination.k8s.io", "leases", true},
 	},
 	// The node daemon finds a pod's claims in its volumes' labels, and the
 	// node's topology in its own labels.
@@ -337,16 +425,25 @@ var needs = map[string][]access{
 	"liveness-probe":        nil,
 }
 
+// needsOf returns the requests a container makes: needs, and the lease
+// updates of leader election when it elects a leader.
+func needsOf(c *corev1.Container) []access {
+	n := needs[c.Name]
+	if slices.Contains(c.Args, "--leader-election") {
+		n = append(slices.Clone(n), access{"update", "coordination.k8s.io", "leases", true})
+	}
+	return n
+}
+
 // checkPermissions checks that every container may make its requests.
 func (b *bundle) checkPermissions(t *testing.T) {
 	t.Helper()
 	for _, p := range b.podTemplates() {
 		for _, c := range p.spec.Containers {
-			want, ok := needs[c.Name]
-			if !ok {
+			if _, ok := needs[c.Name]; !ok {
 				t.Errorf("%s: container %s: no test knows what it needs of the API", p.owner, c.Name)
 			}
-			for _, a := range want {
+			for _, a := range needsOf(&c) {
 				ns := ""
 				if a.namespaced {
 					ns = p.namespace
@@ -446,8 +543,9 @@ func (b *bundle) checkSocket(t *testing.T) {
 		t.Errorf("the containers use %d CSI sockets, want one: %v", len(sockets), sockets)
 	}
 	for host := range sockets {
-		if len(registration) != 1 || registration[0] != host {
-			t.Errorf("node-driver-registrar gives kubelet %v, the socket is %s", registration, host)
+		// One registrar per node DaemonSet, each on its own nodes.
+		if len(registration) != len(b.daemonSets) || slices.ContainsFunc(registration, func(r string) bool { return r != host }) {
+			t.Errorf("node-driver-registrars give kubelet %v, the socket is %s", registration, host)
 		}
 		if dir := path.Base(path.Dir(host)); dir != driverName {
 			t.Errorf("socket %s: kubelet's convention is KUBELET_DIR/plugins/%s/", host, driverName)
@@ -489,17 +587,42 @@ func flagValue(args []string, name string) (string, bool) {
 	return "", false
 }
 
-// checkNode checks the node DaemonSet: strata up with its flags, the host
-// paths it needs, the sidecars kubelet needs.
+// checkNode checks the node DaemonSets: strata up with its flags, the host
+// paths it needs, the sidecars kubelet needs, the provisioner of the node's
+// volumes; and that no two of them run on one node.
 func (b *bundle) checkNode(t *testing.T) {
 	t.Helper()
-	if len(b.daemonSets) != 1 {
-		t.Fatalf("%d DaemonSets, want the node's", len(b.daemonSets))
+	if len(b.daemonSets) == 0 {
+		t.Fatal("no DaemonSet: the node daemon is missing")
 	}
-	ds := b.daemonSets[0]
-	spec := &ds.Spec.Template.Spec
+	for i, ds := range b.daemonSets {
+		b.checkNodeDaemonSet(t, &ds.Spec.Template.Spec, "DaemonSet "+ds.Name)
+		// Two node daemons on one node would share its data directory and
+		// ports: the DaemonSets' node selectors must exclude each other.
+		for _, other := range b.daemonSets[:i] {
+			if !disjoint(ds.Spec.Template.Spec.NodeSelector, other.Spec.Template.Spec.NodeSelector) {
+				t.Errorf("DaemonSets %s and %s may run on the same nodes: nodeSelectors %v and %v", other.Name, ds.Name,
+					other.Spec.Template.Spec.NodeSelector, ds.Spec.Template.Spec.NodeSelector)
+			}
+		}
+	}
+}
+
+// disjoint says whether no node matches both node selectors: they require
+// different values of one label.
+func disjoint(a, b map[string]string) bool {
+	for k, v := range a {
+		if w, ok := b[k]; ok && w != v {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *bundle) checkNodeDaemonSet(t *testing.T, spec *corev1.PodSpec, owner string) {
+	t.Helper()
 	c := container(t, spec, "strata")
-	id := "DaemonSet " + ds.Name + " container strata"
+	id := owner + " container strata"
 	if len(c.Args) == 0 || c.Args[0] != "up" {
 		t.Errorf("%s: args %q, want strata up", id, c.Args)
 	}
@@ -509,11 +632,7 @@ func (b *bundle) checkNode(t *testing.T) {
 	if v, _ := flagValue(c.Args, "--node-name"); v != "$(NODE_NAME)" {
 		t.Errorf("%s: --node-name %q, want $(NODE_NAME)", id, v)
 	}
-	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
-		return e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
-	}) {
-		t.Errorf("%s: NODE_NAME does not come from spec.nodeName", id)
-	}
+	checkNodeName(t, id, c)
 	dataDir, ok := flagValue(c.Args, "--data-dir")
 	if host, onHost := hostPathOf(spec, c, dataDir); !ok || !onHost || host != dataDir {
 		t.Errorf("%s: --data-dir %q is not the same directory on the host (%q)", id, dataDir, host)
@@ -533,7 +652,7 @@ func (b *bundle) checkNode(t *testing.T) {
 		}
 	}
 	if !spec.HostNetwork {
-		t.Errorf("DaemonSet %s: not on the host network", ds.Name)
+		t.Errorf("%s: not on the host network", owner)
 	}
 	for _, name := range []string{"node-driver-registrar", "liveness-probe"} {
 		container(t, spec, name)
@@ -541,10 +660,46 @@ func (b *bundle) checkNode(t *testing.T) {
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil {
 		t.Errorf("%s: no liveness probe", id)
 	}
+	// Distributed provisioning: a volume is made on the node whose daemon
+	// answers CreateVolume, so each node's provisioner makes the volumes of
+	// the pods scheduled to it.
+	p := container(t, spec, "csi-provisioner")
+	checkNodeLocal(t, owner, p)
+	for _, arg := range []string{"--node-deployment-immediate-binding=false", "--strict-topology", "--extra-create-metadata"} {
+		if !slices.Contains(p.Args, arg) {
+			t.Errorf("%s container csi-provisioner: no %s", owner, arg)
+		}
+	}
 }
 
-// checkController checks the controller Deployment: the upstream sidecars
-// with the flags the driver relies on, next to a node daemon.
+// checkNodeName checks that NODE_NAME is the name of the pod's node.
+func checkNodeName(t *testing.T, id string, c *corev1.Container) {
+	t.Helper()
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
+	}) {
+		t.Errorf("%s: NODE_NAME does not come from spec.nodeName", id)
+	}
+}
+
+// checkNodeLocal checks a sidecar that acts on the volumes of its own node:
+// --node-deployment, its node's name, and no leader election (every node's
+// works).
+func checkNodeLocal(t *testing.T, owner string, c *corev1.Container) {
+	t.Helper()
+	id := owner + " container " + c.Name
+	if !slices.Contains(c.Args, "--node-deployment") {
+		t.Errorf("%s: no --node-deployment", id)
+	}
+	if slices.Contains(c.Args, "--leader-election") {
+		t.Errorf("%s: --leader-election with --node-deployment: one node's sidecar would work for every node", id)
+	}
+	checkNodeName(t, id, c)
+}
+
+// checkController checks the controller Deployment: the attacher and the
+// resizer with leader election, next to a node daemon; not the provisioner,
+// which must run on every node.
 func (b *bundle) checkController(t *testing.T) {
 	t.Helper()
 	if len(b.deployments) != 1 {
@@ -552,30 +707,64 @@ func (b *bundle) checkController(t *testing.T) {
 	}
 	d := b.deployments[0]
 	spec := &d.Spec.Template.Spec
-	want := []string{"csi-provisioner", "csi-attacher", "csi-resizer", "liveness-probe"}
-	if len(b.snapshotClasses) > 0 {
-		want = append(want, "csi-snapshotter")
-	}
-	for _, name := range want {
+	for _, name := range []string{"csi-attacher", "csi-resizer", "liveness-probe"} {
 		c := container(t, spec, name)
 		if strings.HasPrefix(name, "csi-") && !slices.Contains(c.Args, "--leader-election") {
 			t.Errorf("Deployment %s container %s: no --leader-election", d.Name, name)
 		}
 	}
-	p := container(t, spec, "csi-provisioner")
-	for _, arg := range []string{"--extra-create-metadata", "--feature-gates=Topology=true"} {
-		if !slices.Contains(p.Args, arg) {
-			t.Errorf("Deployment %s csi-provisioner: no %s", d.Name, arg)
-		}
+	if hasContainer(spec, "csi-provisioner") {
+		t.Errorf("Deployment %s: csi-provisioner would make every volume on the node it runs on", d.Name)
 	}
 	// The sidecars reach the daemon's socket on their own node only.
-	node := b.daemonSets[0].Spec.Template.Labels
 	a := spec.Affinity
-	if a == nil || a.PodAffinity == nil || !slices.ContainsFunc(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution,
-		func(term corev1.PodAffinityTerm) bool {
-			return term.TopologyKey == corev1.LabelHostname && term.LabelSelector != nil && selects(t, term.LabelSelector, node)
-		}) {
-		t.Errorf("Deployment %s: no required pod affinity to the node daemon on the same host", d.Name)
+	for _, ds := range b.daemonSets {
+		node := ds.Spec.Template.Labels
+		if a == nil || a.PodAffinity == nil || !slices.ContainsFunc(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution,
+			func(term corev1.PodAffinityTerm) bool {
+				return term.TopologyKey == corev1.LabelHostname && term.LabelSelector != nil && selects(t, term.LabelSelector, node)
+			}) {
+			t.Errorf("Deployment %s: no required pod affinity to the node daemon (DaemonSet %s) on the same host", d.Name, ds.Name)
+		}
+	}
+}
+
+// checkSnapshotter checks that csi-snapshotter runs when there is a
+// VolumeSnapshotClass, in one place: in every node DaemonSet, node-local, or
+// in the controller Deployment, with leader election.
+func (b *bundle) checkSnapshotter(t *testing.T) {
+	t.Helper()
+	var nodes int
+	for _, ds := range b.daemonSets {
+		spec := &ds.Spec.Template.Spec
+		if hasContainer(spec, "csi-snapshotter") {
+			nodes++
+			checkNodeLocal(t, "DaemonSet "+ds.Name, container(t, spec, "csi-snapshotter"))
+		}
+	}
+	central := 0
+	for _, d := range b.deployments {
+		spec := &d.Spec.Template.Spec
+		if hasContainer(spec, "csi-snapshotter") {
+			central++
+			c := container(t, spec, "csi-snapshotter")
+			if !slices.Contains(c.Args, "--leader-election") || slices.Contains(c.Args, "--node-deployment") {
+				t.Errorf("Deployment %s container csi-snapshotter: want --leader-election, not --node-deployment", d.Name)
+			}
+		}
+	}
+	switch want := len(b.snapshotClasses) > 0; {
+	case !want && nodes+central > 0:
+		t.Error("no VolumeSnapshotClass, yet a csi-snapshotter runs")
+	case want && !(nodes == len(b.daemonSets) && central == 0 || nodes == 0 && central == 1):
+		t.Errorf("csi-snapshotter in %d of %d node DaemonSets and %d Deployments: want it in every node DaemonSet or in the controller", nodes, len(b.daemonSets), central)
+	}
+	for _, ds := range b.daemonSets {
+		for _, c := range ds.Spec.Template.Spec.Containers {
+			if c.Name == "csi-snapshotter" && !slices.Contains(c.Args, "--extra-create-metadata") {
+				t.Errorf("DaemonSet %s container csi-snapshotter: no --extra-create-metadata", ds.Name)
+			}
+		}
 	}
 }
 
@@ -586,12 +775,19 @@ func (b *bundle) checkServices(t *testing.T) {
 	ds := b.daemonSets[0]
 	c := container(t, &ds.Spec.Template.Spec, "strata")
 	addr, served := flagValue(c.Args, "--scheduler-extender-addr")
+	for _, other := range b.daemonSets[1:] {
+		if a, _ := flagValue(container(t, &other.Spec.Template.Spec, "strata").Args, "--scheduler-extender-addr"); a != addr {
+			t.Errorf("DaemonSets %s and %s: --scheduler-extender-addr %q and %q", ds.Name, other.Name, addr, a)
+		}
+	}
 	if len(b.services) > 1 || len(b.services) == 1 != served {
 		t.Errorf("%d Services, --scheduler-extender-addr %q: want a Service exactly when the extender is served", len(b.services), addr)
 	}
 	for _, svc := range b.services {
-		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(ds.Spec.Template.Labels)) || len(svc.Spec.Selector) == 0 {
-			t.Errorf("Service %s does not select the node daemon", svc.Name)
+		for _, ds := range b.daemonSets {
+			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(ds.Spec.Template.Labels)) || len(svc.Spec.Selector) == 0 {
+				t.Errorf("Service %s does not select the node daemon of DaemonSet %s", svc.Name, ds.Name)
+			}
 		}
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +133,9 @@ controller:
   nodeSelector: {strata.io/storage: "true"}
   tolerations:
     - {key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}
+sidecars:
+  timeout: 30s
+  logLevel: 5
 schedulerExtender:
   enabled: false
 snapshots:
@@ -140,7 +144,7 @@ storageClasses:
   - name: fast
     default: true
     parameters: {repl: 1, fs: xfs, max_iops: "5000,2000"}
-    volumeBindingMode: Immediate
+    volumeBindingMode: WaitForFirstConsumer
 `}
 	b := decodeBundle(t, "helm template "+r.name, render(t, r))
 	b.check(t, r.namespace)
@@ -164,8 +168,17 @@ storageClasses:
 		t.Errorf("image %s, want %s", strata.Image, want)
 	}
 	ctrl := named(t, b.deployments, "prod-strata-controller")
-	if hasContainer(&ctrl.Spec.Template.Spec, "csi-snapshotter") || len(b.snapshotClasses) > 0 {
+	if hasContainer(&ctrl.Spec.Template.Spec, "csi-snapshotter") || hasContainer(&node.Spec.Template.Spec, "csi-snapshotter") ||
+		len(b.snapshotClasses) > 0 {
 		t.Error("snapshots.enabled=false: the snapshotter or the VolumeSnapshotClass is still there")
+	}
+	for _, c := range []*corev1.Container{
+		container(t, &node.Spec.Template.Spec, "csi-provisioner"), container(t, &ctrl.Spec.Template.Spec, "csi-attacher"),
+		container(t, &ctrl.Spec.Template.Spec, "csi-resizer"),
+	} {
+		if !slices.Contains(c.Args, "--timeout=30s") || !slices.Contains(c.Args, "--v=5") {
+			t.Errorf("%s args %q: want sidecars.timeout and sidecars.logLevel", c.Name, c.Args)
+		}
 	}
 	if *ctrl.Spec.Replicas != 2 {
 		t.Errorf("controller replicas %d, want 2", *ctrl.Spec.Replicas)
@@ -177,8 +190,78 @@ storageClasses:
 	}
 }
 
+// TestChartNodeGroups renders one node DaemonSet per zone
+// (node.groups), each with its own Strata labels.
+func TestChartNodeGroups(t *testing.T) {
+	r := release{name: "strata", namespace: "strata-system", values: `
+node:
+  labels: {rack: r1}
+  nodeSelector: {strata.io/storage: "true"}
+  groups:
+    nodeLabel: topology.kubernetes.io/zone
+    values:
+      eu-west-1a: {zone: a}
+      eu-west-1b: {zone: b, rack: r2}
+`}
+	b := decodeBundle(t, "helm template "+r.name, render(t, r))
+	b.check(t, r.namespace)
+	if len(b.daemonSets) != 2 {
+		t.Fatalf("%d DaemonSets, want one per zone", len(b.daemonSets))
+	}
+	for name, want := range map[string]struct {
+		labels   string
+		selector map[string]string
+	}{
+		"strata-node-eu-west-1a": {"--labels=rack=r1,zone=a", map[string]string{"strata.io/storage": "true", "topology.kubernetes.io/zone": "eu-west-1a"}},
+		"strata-node-eu-west-1b": {"--labels=rack=r2,zone=b", map[string]string{"strata.io/storage": "true", "topology.kubernetes.io/zone": "eu-west-1b"}},
+	} {
+		ds := named(t, b.daemonSets, name)
+		if args := container(t, &ds.Spec.Template.Spec, "strata").Args; !slices.Contains(args, want.labels) {
+			t.Errorf("DaemonSet %s: strata up args %q: want %s", name, args, want.labels)
+		}
+		if got := ds.Spec.Template.Spec.NodeSelector; !maps.Equal(got, want.selector) {
+			t.Errorf("DaemonSet %s: nodeSelector %v, want %v", name, got, want.selector)
+		}
+	}
+}
+
+// TestChartCentralSnapshots renders snapshots.distributed=false: one
+// snapshotter, in the controller Deployment.
+func TestChartCentralSnapshots(t *testing.T) {
+	r := release{name: "strata", namespace: "strata-system", values: "snapshots: {distributed: false}\n"}
+	b := decodeBundle(t, "helm template "+r.name, render(t, r))
+	b.check(t, r.namespace)
+	if !hasContainer(&b.deployments[0].Spec.Template.Spec, "csi-snapshotter") {
+		t.Error("snapshots.distributed=false: no csi-snapshotter in the controller Deployment")
+	}
+}
+
+// TestChartRefuses checks that the chart refuses values it cannot honour,
+// with a message that names them.
+func TestChartRefuses(t *testing.T) {
+	for values, want := range map[string]string{
+		"storageClasses: [{name: now, volumeBindingMode: Immediate}]\n": "volumeBindingMode Immediate",
+		"node: {groups: {nodeLabel: topology.kubernetes.io/zone}}\n":    "node.groups.values is empty",
+	} {
+		_, err := renderErr(t, release{name: "strata", namespace: "strata-system", values: values})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("values %q: error %v, want one with %q", values, err, want)
+		}
+	}
+}
+
 // render runs helm template on the chart.
 func render(t *testing.T, r release) []byte {
+	t.Helper()
+	out, err := renderErr(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// renderErr runs helm template on the chart; the error has helm's message.
+func renderErr(t *testing.T, r release) ([]byte, error) {
 	t.Helper()
 	helm := helmBinary(t)
 	dir := t.TempDir()
@@ -200,9 +283,9 @@ func render(t *testing.T, r release) []byte {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+		return nil, fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
 	}
-	return out
+	return out, nil
 }
 
 // helmBinary finds helm where make test-deps installs it ($GOPATH/bin), else

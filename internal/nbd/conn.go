@@ -37,7 +37,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		nc:      nc,
 		r:       bufio.NewReaderSize(nc, 64<<10),
 		w:       bufio.NewWriterSize(nc, 64<<10),
-		log:     s.cfg.log.With("remote", nc.RemoteAddr().String()),
+		log:     s.cfg.log.With("remote", remoteName(nc)),
 	}
 	stop := context.AfterFunc(ctx, c.shutdown)
 	defer stop()
@@ -59,6 +59,14 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		err = fmt.Errorf("server shutting down: %w", err)
 	}
 	c.log.Debug("nbd: connection ended", "err", err)
+}
+
+// remoteName names the client in logs; a socket pair's end has no address.
+func remoteName(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "local"
 }
 
 // shutdown stops the reader at once and gives the writer a grace period to

@@ -73,7 +73,6 @@ var (
 // accepted has been answered (or the connection has failed) and no
 // goroutine of the connection touches the backend any more.
 func (c *conn) transmit(be Backend) error {
-	size := uint64(exportSize(be))
 	bud := newBudget(c.cfg.maxInFlight, c.cfg.maxInFlightBytes)
 	// Both channels hold a whole budget's worth, so workers and the reader
 	// never block on them; the budget is what stops the reader.
@@ -93,7 +92,7 @@ func (c *conn) transmit(be Backend) error {
 	writerDone := make(chan struct{})
 	go c.writeReplies(replies, bud, writerDone)
 
-	err := c.readRequests(size, bud, jobs, replies)
+	err := c.readRequests(be, bud, jobs, replies)
 
 	close(jobs)
 	workers.Wait()
@@ -104,7 +103,8 @@ func (c *conn) transmit(be Backend) error {
 
 // readRequests parses requests and hands them to the workers; requests it
 // can refuse from the header alone are answered here without the backend.
-func (c *conn) readRequests(size uint64, bud *budget, jobs chan<- *request, replies chan<- reply) error {
+func (c *conn) readRequests(be Backend, bud *budget, jobs chan<- *request, replies chan<- reply) error {
+	size := uint64(exportSize(be))
 	refuse := func(handle uint64, errno uint32) {
 		bud.acquire(0)
 		replies <- reply{handle: handle, errno: errno}
@@ -128,6 +128,12 @@ func (c *conn) readRequests(size uint64, bud *budget, jobs chan<- *request, repl
 		}
 		off := be64(hdr[16:])
 		inRange := off <= size && uint64(req.length) <= size-off
+		if !inRange {
+			// The export may have grown since: volumes grow online, and
+			// the kernel's NBD client (internal/nbddev) takes the new size.
+			size = max(size, uint64(exportSize(be)))
+			inRange = off <= size && uint64(req.length) <= size-off
+		}
 		req.off = int64(off) // only used when inRange, so it fits
 
 		switch req.typ {

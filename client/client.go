@@ -26,6 +26,10 @@ type Client struct {
 	Users stratav1.UserServiceClient
 	// Secrets manages secrets (their values are never returned).
 	Secrets stratav1.SecretServiceClient
+	// Templates manages masked templates.
+	Templates stratav1.TemplateServiceClient
+	// Clones manages self-service clones of templates.
+	Clones stratav1.CloneServiceClient
 
 	api  string
 	conn *grpc.ClientConn
@@ -61,6 +65,8 @@ func Dial(ctx context.Context, api, token string) (*Client, error) {
 		Cluster:   stratav1.NewClusterServiceClient(conn),
 		Users:     stratav1.NewUserServiceClient(conn),
 		Secrets:   stratav1.NewSecretServiceClient(conn),
+		Templates: stratav1.NewTemplateServiceClient(conn),
+		Clones:    stratav1.NewCloneServiceClient(conn),
 		api:       addr,
 		conn:      conn,
 	}, nil

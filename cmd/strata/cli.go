@@ -39,6 +39,7 @@ func addClientCommands(root *cobra.Command) {
 	pf.StringVar(&cf.token, "token", "", "API `token` (default $"+client.EnvToken+", then the client config that strata up writes)")
 	root.AddCommand(newStatusCmd(cf), newVolumeCmd(cf), newSnapshotCmd(cf), newClusterCmd(cf))
 	root.AddCommand(newUserCmd(cf), newSecretCmd(cf))
+	root.AddCommand(newTemplateCmd(cf), newCloneCmd(cf))
 }
 
 // call resolves the API address and token, connects, and runs fn with a

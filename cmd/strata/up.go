@@ -48,7 +48,11 @@ type upOptions struct {
 
 	schedulerExtenderAddr string
 
+	cloneCheck time.Duration
+
 	csiEndpoint string
+
+	attach string
 }
 
 func defaultDataDir() string {
@@ -79,6 +83,7 @@ Data lives under --data-dir:
   etcd/         the embedded etcd member (its log is etcd/etcd.log)
   pool/         the volumes' layers
   fuse/         FUSE state of mounted volumes
+  templates/    logs of the builds of template versions
   admin.token   the admin API token (mode 0600)
 
 On every start the client config (API address and admin token) is written to
@@ -107,6 +112,8 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:7429 (off when empty; keep it on loopback)")
 	f.StringVar(&o.schedulerExtenderAddr, "scheduler-extender-addr", "", "serve the Kubernetes scheduler extender (POST /filter and /prioritize) on this address, e.g. :7423 (off when empty; see docs/kubernetes.md)")
 	f.StringVar(&o.csiEndpoint, "csi-endpoint", "", "serve the CSI driver "+csi.DriverName+" (Identity, Controller and Node services) on this unix socket, e.g. unix:///var/lib/kubelet/plugins/strata.csi.io/csi.sock (off when empty; needs root, see docs/kubernetes.md)")
+	f.DurationVar(&o.cloneCheck, "clone-check-interval", 30*time.Second, "how often the clone controller deletes expired clones")
+	f.StringVar(&o.attach, "attach", agent.AttachAuto, "how volumes are made block devices of this node for mounts and maps: nbd (the kernel's NBD client, /dev/nbdN), fuse (a FUSE file and a loop device), or auto (nbd when the kernel has the nbd module, else fuse)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
 	return cmd
 }
@@ -258,6 +265,7 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	n.agent, err = agent.Open(agent.Config{
 		PoolDir: filepath.Join(o.dataDir, "pool"),
 		FuseDir: filepath.Join(o.dataDir, "fuse"),
+		Attach:  o.attach,
 		Logger:  log,
 	})
 	if err != nil {
@@ -272,6 +280,9 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 		Labels:  o.labels,
 		Version: version,
 		Logger:  log,
+
+		TemplateDir: filepath.Join(o.dataDir, "templates"),
+		CloneExpiry: o.cloneCheck,
 	})
 	if err != nil {
 		return nil, err
@@ -297,7 +308,7 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	n.apiDone = make(chan error, 1)
 	api, apiLn := n.api, n.apiLn
 	go func() { n.apiDone <- api.Serve(apiLn) }()
-	log.Info("strata node is up", "node", o.nodeName, "api", n.apiAddr, "nbd", n.nbdAddr, "data", o.dataDir)
+	log.Info("strata node is up", "node", o.nodeName, "api", n.apiAddr, "nbd", n.nbdAddr, "data", o.dataDir, "attach", n.agent.AttachMethod())
 	return n, nil
 }
 

@@ -12,6 +12,9 @@ STATICCHECK_VERSION := v0.8.2
 # Debian packages the tests drive: NBD clients and servers, fio, filesystems, FUSE.
 TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux busybox-static
 TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid busybox
+# test/vm boots a VM for the kernel's NBD client: QEMU and a Debian kernel
+# with the nbd module (installed next to the running kernel, never booted).
+VM_PACKAGES   := qemu-system-x86 linux-image-cloud-amd64
 
 .PHONY: all build run test test-deps lint unit proto proto-deps bench clean
 
@@ -34,6 +37,11 @@ test-deps:
 		echo "installing test packages (missing:$$missing)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
+	fi
+	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! ls /lib/modules/*/kernel/drivers/block/nbd.ko >/dev/null 2>&1; then \
+		echo "installing the VM test packages: $(VM_PACKAGES)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(VM_PACKAGES) >/dev/null; \
 	fi
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	@test -x $(GOBIN)/helm || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -16,8 +16,9 @@ func newVolumeMapCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "map NAME [--read-only]",
 		Short: "Make a volume a raw block device of its node",
-		Long: `Make the volume a block device of the node it lives on (a loop device over
-its FUSE file), with no filesystem made or mounted, and print the device.
+		Long: `Make the volume a block device of the node it lives on (/dev/nbdN with the
+kernel's NBD client, else a loop device over its FUSE file: strata up --attach),
+with no filesystem made or mounted, and print the device.
 Use it for raw block access: a database on a raw device, dd, mkfs of your own.
 Mapping a mapped volume prints its device again. A mounted volume cannot be
 mapped, and a mapped one can be neither mounted, deleted nor reverted: unmap

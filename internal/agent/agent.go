@@ -33,8 +33,12 @@ import (
 type Config struct {
 	// PoolDir is the chain pool's directory (DATA_DIR/pool).
 	PoolDir string
-	// FuseDir is the state directory of FUSE mounts (DATA_DIR/fuse).
+	// FuseDir is the state directory of FUSE mounts (DATA_DIR/fuse); it
+	// also names this node's /dev/nbdN devices, for Cleanup after a crash.
 	FuseDir string
+	// Attach says how Mount and Map make block devices: AttachAuto (the
+	// default when empty), AttachNBD or AttachFUSE.
+	Attach string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -50,6 +54,11 @@ type Agent struct {
 	mounts map[string]string // mount target -> volume
 	closed bool
 	gate   func(ctx context.Context, name string) error
+
+	// attach makes block devices for Mount and Map; nil for FUSE and a
+	// loop device. Set by Open.
+	attach       fusefile.Attacher
+	attachMethod string
 }
 
 // SetExportGate installs the check NBD clients pass before they get a
@@ -96,7 +105,9 @@ type volume struct {
 }
 
 // Open opens (or creates) the pool in cfg.PoolDir. A crash may have left
-// FUSE mountpoints under cfg.FuseDir; they are cleaned up first.
+// FUSE mountpoints under cfg.FuseDir and /dev/nbdN devices; they are
+// cleaned up first. It fails when cfg.Attach is AttachNBD and the kernel
+// has no NBD client.
 func Open(cfg Config) (*Agent, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -115,13 +126,18 @@ func Open(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: open pool %s: %w", cfg.PoolDir, err)
 	}
-	return &Agent{
+	a := &Agent{
 		pool:    pool,
 		fuseDir: cfg.FuseDir,
 		log:     log,
 		vols:    map[string]*volume{},
 		mounts:  map[string]string{},
-	}, nil
+	}
+	if a.attach, a.attachMethod, err = a.chooseAttach(cfg.Attach, log); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // entry returns the running state of volume name, making it on first use.
@@ -221,7 +237,7 @@ func (v *volume) idleLocked(op string) error {
 	}
 	if v.mapped != nil {
 		return fmt.Errorf("cannot %s volume %q: it is mapped at %s; unmap it first (strata volume unmap %s): %w",
-			op, v.name, v.mapped.LoopDevice(), v.name, errdefs.ErrFailedPrecondition)
+			op, v.name, v.mapped.BlockDevice(), v.name, errdefs.ErrFailedPrecondition)
 	}
 	if v.conns > 0 {
 		return fmt.Errorf("cannot %s volume %q: %d nbd connection(s) are open; disconnect the clients first (qemu-nbd --disconnect, nbd-client -d, or stop the vm): %w",
@@ -567,7 +583,7 @@ func (a *Agent) Status(name string) (Status, error) {
 		st.Connections = v.conns
 		st.Mounts = v.mountTargetsLocked()
 		if v.mapped != nil {
-			st.Devices = []string{v.mapped.LoopDevice()}
+			st.Devices = []string{v.mapped.BlockDevice()}
 		}
 		st.Limits = v.limits
 		v.mu.Unlock()
@@ -612,9 +628,14 @@ func (a *Agent) List() ([]string, error) { return a.pool.List() }
 func (a *Agent) Usage() (chain.Usage, error) { return a.pool.Usage() }
 
 // Exports returns the agent as the NBD server's export table.
-func (a *Agent) Exports() nbd.Exports { return exports{a} }
+func (a *Agent) Exports() nbd.Exports { return exports{a: a} }
 
-type exports struct{ a *Agent }
+type exports struct {
+	a *Agent
+	// attached: the connections are the kernel's NBD client's, made by
+	// Mount and Map, which hold the volume; they are not counted.
+	attached bool
+}
 
 // Open returns the volume's engine as an NBD backend and counts the
 // connection until release is called.
@@ -645,6 +666,9 @@ func (e exports) Open(ctx context.Context, name string) (nbd.Backend, func(), er
 	eng, err := a.engineLocked(v)
 	if err != nil {
 		return nil, nil, err
+	}
+	if e.attached {
+		return eng, func() {}, nil
 	}
 	v.conns++
 	var once sync.Once
@@ -684,8 +708,9 @@ type MountOptions struct {
 	ReadOnly bool
 }
 
-// Mount mounts the volume's filesystem at opts.Target through FUSE and a
-// loop device, making the filesystem on first use. Mounting the same volume
+// Mount mounts the volume's filesystem at opts.Target from a block device
+// of this node (the kernel's NBD client, or FUSE and a loop device: see
+// Config.Attach), making the filesystem on first use. Mounting the same volume
 // at the same target again is a no-op; a target that has another volume is
 // errdefs.ErrFailedPrecondition.
 func (a *Agent) Mount(ctx context.Context, name string, opts MountOptions) (MountInfo, error) {
@@ -719,7 +744,7 @@ func (a *Agent) Mount(ctx context.Context, name string, opts MountOptions) (Moun
 		return MountInfo{}, fmt.Errorf("volume %q is %s: %w", name, v.busy, errdefs.ErrUnavailable)
 	}
 	if v.mapped != nil {
-		dev := v.mapped.LoopDevice()
+		dev := v.mapped.BlockDevice()
 		v.mu.Unlock()
 		return MountInfo{}, fmt.Errorf("volume %q is mapped at %s; unmap it first (strata volume unmap %s): %w", name, dev, name, errdefs.ErrFailedPrecondition)
 	}
@@ -734,6 +759,7 @@ func (a *Agent) Mount(ctx context.Context, name string, opts MountOptions) (Moun
 		Target:   target,
 		FSType:   opts.FSType,
 		ReadOnly: opts.ReadOnly,
+		Attach:   a.attach,
 	})
 	if err != nil {
 		return MountInfo{}, fmt.Errorf("mount volume %q at %s: %w", name, target, err)

@@ -11,13 +11,15 @@ import (
 // MapInfo describes a volume mapped as a block device of this node.
 type MapInfo struct {
 	Volume string
-	// Device is the loop device over the volume's FUSE file, /dev/loopN.
+	// Device is the block device: /dev/nbdN (the kernel's NBD client), or
+	// the loop device over the volume's FUSE file, /dev/loopN.
 	Device   string
 	ReadOnly bool
 }
 
-// Map makes the volume a raw block device of this node: a loop device over
-// its FUSE file, with no filesystem made or mounted. Mapping a mapped
+// Map makes the volume a raw block device of this node (/dev/nbdN, or a
+// loop device over its FUSE file: see Config.Attach), with no filesystem
+// made or mounted. Mapping a mapped
 // volume returns its device (whatever readOnly asks: unmap it first to
 // change that). A mounted volume is errdefs.ErrFailedPrecondition.
 func (a *Agent) Map(ctx context.Context, name string, readOnly bool) (MapInfo, error) {
@@ -29,7 +31,7 @@ func (a *Agent) Map(ctx context.Context, name string, readOnly bool) (MapInfo, e
 	v.mu.Lock()
 	if m := v.mapped; m != nil {
 		v.mu.Unlock()
-		return MapInfo{Volume: name, Device: m.LoopDevice(), ReadOnly: m.ReadOnly()}, nil
+		return MapInfo{Volume: name, Device: m.BlockDevice(), ReadOnly: m.ReadOnly()}, nil
 	}
 	if v.busy != "" {
 		v.mu.Unlock()
@@ -46,14 +48,14 @@ func (a *Agent) Map(ctx context.Context, name string, readOnly bool) (MapInfo, e
 	if err != nil {
 		return MapInfo{}, err
 	}
-	m, err := fusefile.Map(ctx, eng, fusefile.MapOptions{Name: name, StateDir: a.fuseDir, ReadOnly: readOnly})
+	m, err := fusefile.Map(ctx, eng, fusefile.MapOptions{Name: name, StateDir: a.fuseDir, ReadOnly: readOnly, Attach: a.attach})
 	if err != nil {
 		return MapInfo{}, fmt.Errorf("map volume %q: %w", name, err)
 	}
 	v.mu.Lock()
 	v.mapped = m
 	v.mu.Unlock()
-	return MapInfo{Volume: name, Device: m.LoopDevice(), ReadOnly: readOnly}, nil
+	return MapInfo{Volume: name, Device: m.BlockDevice(), ReadOnly: readOnly}, nil
 }
 
 // Unmap undoes Map. A volume that is not mapped is errdefs.ErrNotFound;

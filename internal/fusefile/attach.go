@@ -12,27 +12,71 @@ import (
 	"github.com/strata-storage/strata/internal/errdefs"
 )
 
-// attachment is a device served as a FUSE file with a loop device on it:
-// what Mount and Map share. Its fields are guarded by the owner's mutex.
+// Attacher makes a device a block device of the host by other means than
+// a FUSE file and a loop device: the kernel's NBD client
+// (internal/nbddev). Mount and Map use it when their options name one;
+// everything above the block device (mkfs, mount, growth, unmount) is the
+// same.
+type Attacher interface {
+	// Attach makes volume name a block device, read-only when readOnly.
+	Attach(ctx context.Context, name string, readOnly bool) (Attached, error)
+}
+
+// Attached is a block device an Attacher made.
+type Attached interface {
+	// Path returns the device's path, /dev/nbdN.
+	Path() string
+	// Grow makes the device size bytes long, online.
+	Grow(size int64) error
+	// Detach writes back and removes the device. While it is open
+	// elsewhere it returns an error wrapping errdefs.ErrFailedPrecondition
+	// and a later call finishes; once it has returned nil it returns nil.
+	Detach() error
+}
+
+// attachment is a device made a block device, by a loop device on a FUSE
+// file or by an Attacher: what Mount and Map share. Its fields are guarded
+// by the owner's mutex.
 type attachment struct {
 	dev      Device
 	name     string
-	stateDir string // StateDir/<name>
+	stateDir string // StateDir/<name>; "" with an Attacher
 	fuseFile string
 	fuse     *fuseServer
 	loop     *loopDevice
-	loopPath string
+	ext      Attached // the Attacher's device, instead of fuse and loop
+	loopPath string   // the block device, loop or the Attacher's
 	directIO bool
 	readOnly bool
 	claimed  []string // paths in inUse, released by release
 
-	loopAttached bool
+	loopAttached bool // the block device is attached
 	done         bool
+}
+
+// attachBlock makes the block device: with at, at's device; without, a
+// loop device on the FUSE file serveFile made. Its undo goes on rev.
+func (a *attachment) attachBlock(ctx context.Context, at Attacher, rev *reverter) error {
+	if at == nil {
+		return a.attachLoop(rev)
+	}
+	ext, err := at.Attach(ctx, a.name, a.readOnly)
+	if err != nil {
+		return err
+	}
+	rev.Add(func() { ext.Detach() })
+	a.ext, a.loopPath, a.loopAttached = ext, ext.Path(), true
+	return nil
 }
 
 // serveFile serves dev as the file stateRoot/<name>/fuse/<name> and
 // registers its undo on rev. The caller has claimed the FUSE mount point.
-func serveFile(dev Device, name, stateRoot string, readOnly bool, rev *reverter) (*attachment, error) {
+// With an Attacher there is no FUSE file: it returns the attachment to
+// make the Attacher's device on.
+func serveFile(dev Device, name, stateRoot string, readOnly bool, at Attacher, rev *reverter) (*attachment, error) {
+	if at != nil {
+		return &attachment{dev: dev, name: name, readOnly: readOnly}, nil
+	}
 	stateDir := filepath.Join(stateRoot, name)
 	mnt := filepath.Join(stateDir, "fuse")
 	if mp, err := isMountPoint(mnt); err != nil {
@@ -79,6 +123,12 @@ func (a *attachment) attachLoop(rev *reverter) error {
 // user names what is above the device in errors (a target, or the device
 // itself). A later call picks up where a failed one stopped.
 func (a *attachment) release(user string) error {
+	if a.ext != nil && a.loopAttached {
+		if err := a.ext.Detach(); err != nil {
+			return fmt.Errorf("fusefile: detach the device of %s: %w", user, err)
+		}
+		a.loopAttached = false
+	}
 	if a.loopAttached {
 		// Write back the device's page cache first: once detached, the
 		// loop device fails the writeback of its last close.
@@ -100,8 +150,10 @@ func (a *attachment) release(user string) error {
 	if err := a.dev.Flush(); err != nil {
 		return fmt.Errorf("fusefile: flush %s: %w", a.name, err)
 	}
-	os.Remove(filepath.Join(a.stateDir, "fuse"))
-	os.Remove(a.stateDir)
+	if a.stateDir != "" {
+		os.Remove(filepath.Join(a.stateDir, "fuse"))
+		os.Remove(a.stateDir)
+	}
 	release(a.claimed...)
 	return nil
 }
@@ -111,6 +163,12 @@ func (a *attachment) release(user string) error {
 func (a *attachment) growDevice(user string) error {
 	if a.done || !a.loopAttached {
 		return fmt.Errorf("grow %s: not attached: %w", user, errdefs.ErrFailedPrecondition)
+	}
+	if a.ext != nil {
+		if err := a.ext.Grow(a.dev.Size()); err != nil {
+			return fmt.Errorf("grow %s: %w", user, err)
+		}
+		return nil
 	}
 	node := a.fuse.node
 	size, old := a.dev.Size(), node.sz.Load()
@@ -134,10 +192,16 @@ func (a *attachment) growDevice(user string) error {
 	return nil
 }
 
-// LoopDevice returns the path of the loop device, /dev/loopN.
+// LoopDevice returns the path of the loop device, /dev/loopN, or of the
+// Attacher's device (BlockDevice).
 func (a *attachment) LoopDevice() string { return a.loopPath }
 
-// Device returns the path of the FUSE file the loop device is attached to.
+// BlockDevice returns the path of the block device: the loop device, or
+// the Attacher's device (/dev/nbdN).
+func (a *attachment) BlockDevice() string { return a.loopPath }
+
+// Device returns the path of the FUSE file the loop device is attached to,
+// "" with an Attacher.
 func (a *attachment) Device() string { return a.fuseFile }
 
 // DirectIO reports whether the loop device does direct I/O on the FUSE file.
@@ -148,6 +212,9 @@ type MapOptions struct {
 	Name     string // volume name: names the FUSE file
 	StateDir string // directory for the FUSE mountpoint, as in Options
 	ReadOnly bool
+	// Attach, when set, makes the block device instead of FUSE and a
+	// loop device.
+	Attach Attacher
 }
 
 // Mapped is a device mapped as a block device of the host: a loop device
@@ -158,8 +225,8 @@ type Mapped struct {
 	attachment
 }
 
-// Map serves dev through FUSE and attaches a loop device to it, for raw
-// block access (LoopDevice). Nothing is read from or written to the device.
+// Map serves dev through FUSE and attaches a loop device to it (or has
+// opts.Attach make the block device), for raw block access (BlockDevice). Nothing is read from or written to the device.
 // A name that is mounted or mapped already is errdefs.ErrFailedPrecondition.
 // The device works only while this process runs (see the package comment).
 func Map(ctx context.Context, dev Device, opts MapOptions) (_ *Mapped, retErr error) {
@@ -185,11 +252,11 @@ func Map(ctx context.Context, dev Device, opts MapOptions) (_ *Mapped, retErr er
 		return nil, err
 	}
 	rev.Add(func() { release(mnt) })
-	att, err := serveFile(dev, opts.Name, stateRoot, opts.ReadOnly, rev)
+	att, err := serveFile(dev, opts.Name, stateRoot, opts.ReadOnly, opts.Attach, rev)
 	if err != nil {
 		return nil, err
 	}
-	if err := att.attachLoop(rev); err != nil {
+	if err := att.attachBlock(ctx, opts.Attach, rev); err != nil {
 		return nil, err
 	}
 	rev.Success()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -93,19 +92,8 @@ func cleanupStale(mnt string, ms []mountinfo.Mount) error {
 	backing := filepath.Join(mnt, name)
 	var errs []error
 	for _, n := range loopsBackedBy(backing) {
-		devNum := loopDevNumber(n)
-		var targets []string
-		for _, m := range ms {
-			if devNum != "" && m.Dev == devNum {
-				targets = append(targets, m.MountPoint)
-			}
-		}
-		// Deepest first, in case something is mounted inside a target.
-		sort.Slice(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
-		for _, t := range targets {
-			if err := unix.Unmount(t, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-				errs = append(errs, fmt.Errorf("fusefile: unmount stale %s: %w", t, err))
-			}
+		if err := mountinfo.DetachDevice(ms, loopDevNumber(n)); err != nil {
+			errs = append(errs, fmt.Errorf("fusefile: %w", err))
 		}
 		if fd, err := unix.Open(fmt.Sprintf("/dev/loop%d", n), unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
 			unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0)

@@ -2,7 +2,9 @@
 // module: the device is exposed as one file through FUSE, a loop device is
 // attached to that file, a filesystem is made on first use, and it is
 // mounted at the target directory. Map stops after the loop device, for raw
-// block access.
+// block access. With an Attacher in the options (the kernel's NBD client,
+// internal/nbddev), the Attacher's device replaces the FUSE file and the
+// loop device, and the rest is the same.
 //
 // The FUSE server runs inside the calling process. Everything mounted here
 // works only while that process runs: when it dies, the kernel aborts the
@@ -60,6 +62,9 @@ type Options struct {
 	Target   string // where to mount the filesystem
 	FSType   string // "ext4" (default) or "xfs": made when the device has no filesystem
 	ReadOnly bool
+	// Attach, when set, makes the block device instead of FUSE and a
+	// loop device (the kernel's NBD client).
+	Attach Attacher
 }
 
 // Mounted is one mounted volume. Its methods are safe for concurrent use.
@@ -217,14 +222,14 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		return nil, fmt.Errorf("target is already a mount point: %w", errdefs.ErrFailedPrecondition)
 	}
 
-	// The FUSE file, then the loop device.
-	att, err := serveFile(dev, opts.Name, stateRoot, opts.ReadOnly, rev)
+	// The FUSE file, then the loop device (or the Attacher's device).
+	att, err := serveFile(dev, opts.Name, stateRoot, opts.ReadOnly, opts.Attach, rev)
 	if err != nil {
 		return nil, err
 	}
 	// Put back the zeroes a failed mkfs may have overwritten, so that the
 	// next attempt does not take its leftovers for data. This runs once the
-	// loop device is gone: its last close writes back its page cache.
+	// block device is gone: its last close writes back its page cache.
 	restoreHeader := false
 	rev.Add(func() {
 		if restoreHeader {
@@ -232,13 +237,13 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 			dev.Flush()
 		}
 	})
-	if err := att.attachLoop(rev); err != nil {
+	if err := att.attachBlock(ctx, opts.Attach, rev); err != nil {
 		return nil, err
 	}
-	loop := att.loop
+	blockDev := att.loopPath
 
 	// The filesystem.
-	found, other, err := probe(ctx, loop.path)
+	found, other, err := probe(ctx, blockDev)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +263,7 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 			return nil, fmt.Errorf("device has no filesystem and the mount is read-only: %w", errdefs.ErrFailedPrecondition)
 		}
 		restoreHeader = true
-		if err := mkfs(ctx, fsType, loop.path); err != nil {
+		if err := mkfs(ctx, fsType, blockDev); err != nil {
 			return nil, err
 		}
 		found, formatted = fsType, true
@@ -270,7 +275,7 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		// (no CAP_SYS_RESOURCE needed), xfs only mounted (below). A
 		// failure leaves the filesystem as it was: it is mounted all the
 		// same, and Grow reports the failure.
-		growOffline(ctx, dev, found, loop.path)
+		growOffline(ctx, dev, found, blockDev)
 	}
 	kernelType, data, err := mountArgs(found)
 	if err != nil {
@@ -283,8 +288,8 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := unix.Mount(loop.path, target, kernelType, flags, data); err != nil {
-		return nil, fmt.Errorf("mount %s (%s) at %s: %w", loop.path, kernelType, target, err)
+	if err := unix.Mount(blockDev, target, kernelType, flags, data); err != nil {
+		return nil, fmt.Errorf("mount %s (%s) at %s: %w", blockDev, kernelType, target, err)
 	}
 	restoreHeader = false
 
@@ -298,7 +303,7 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 		targetMounted: true,
 	}
 	if !opts.ReadOnly && !formatted {
-		growMounted(ctx, dev, found, loop.path, target) // see growOffline above
+		growMounted(ctx, dev, found, blockDev, target) // see growOffline above
 	}
 	return m, nil
 }

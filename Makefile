@@ -9,9 +9,10 @@ RUN_DIR   ?= $(CURDIR)/.run
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 
-# Debian packages the tests drive: NBD clients and servers, fio, filesystems, FUSE.
-TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux busybox-static
-TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid busybox
+# Debian packages the tests drive: NBD clients and servers, fio, filesystems, FUSE,
+# and the database servers masked templates are made with.
+TEST_PACKAGES := qemu-utils libnbd-bin nbdkit fio xfsprogs e2fsprogs fuse3 util-linux busybox-static postgresql mariadb-server
+TEST_COMMANDS := qemu-img qemu-io nbdinfo nbdcopy nbdkit fio mkfs.xfs mkfs.ext4 fusermount3 losetup blkid busybox pg_ctlcluster mariadb-install-db
 # test/vm boots a VM for the kernel's NBD client: QEMU and a Debian kernel
 # with the nbd module (installed next to the running kernel, never booted).
 VM_PACKAGES   := qemu-system-x86 linux-image-cloud-amd64

@@ -84,7 +84,7 @@ the server's log.`,
 				return err
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				fmt.Fprintf(cmd.ErrOrStderr(), "making version 1 of template %s from volume %s ...\n", name, from)
+				progress(cmd, "making version 1 of template %s from volume %s ...", name, from)
 				t, err := c.Templates.CreateTemplate(ctx, &stratav1.CreateTemplateRequest{Name: name, Source: from, Rules: rules, Keep: keep})
 				if err != nil {
 					return err
@@ -98,6 +98,14 @@ the server's log.`,
 	cmd.Flags().StringVar(&rulesPath, "mask", "", "rules file (YAML) saying how to mask each column (required)")
 	cmd.Flags().Int32Var(&keep, "keep", 0, "versions refreshes keep (0: all)")
 	return cmd
+}
+
+// progress tells someone at a terminal what the command waits for (errors
+// stay one line for scripts).
+func progress(cmd *cobra.Command, format string, args ...any) {
+	if w, ok := cmd.ErrOrStderr().(io.Reader); ok && isTerminal(w) {
+		fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...)
+	}
 }
 
 // printPublished says which version was published, and what it holds.
@@ -145,7 +153,7 @@ and leaves the earlier versions as they were.`,
 				req.Keep = &keep
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				fmt.Fprintf(cmd.ErrOrStderr(), "making the next version of template %s ...\n", name)
+				progress(cmd, "making the next version of template %s ...", name)
 				t, err := c.Templates.RefreshTemplate(ctx, req)
 				if err != nil {
 					return err

@@ -222,14 +222,17 @@ func mayReach(c Caller, rec meta.Volume) bool {
 	return false
 }
 
-// volumeFor returns the record of volume name if the caller may act on it.
-// Admins skip nothing but the check.
+// volumeFor returns the record of volume name if the caller may act on it
+// here (see onThisNode). Admins skip nothing but the check.
 func (s *Server) volumeFor(ctx context.Context, name, action string) (meta.Volume, error) {
 	rec, err := s.meta.GetVolume(ctx, name)
 	if err != nil {
 		return rec, err
 	}
 	if err := s.authorizeVolume(ctx, rec, action); err != nil {
+		return meta.Volume{}, err
+	}
+	if err := s.onThisNode(ctx, rec, action); err != nil {
 		return meta.Volume{}, err
 	}
 	return rec, nil
@@ -245,7 +248,31 @@ func (s *Server) readyVolumeFor(ctx context.Context, name, action string) (meta.
 	if aerr := s.authorizeVolume(ctx, rec, action); aerr != nil {
 		return meta.Volume{}, aerr
 	}
+	if nerr := s.onThisNode(ctx, rec, action); nerr != nil {
+		return meta.Volume{}, nerr
+	}
 	return rec, err
+}
+
+// onThisNode refuses an action on the data of a volume that lives on
+// another node: a volume's chain and engine are on the node that made it,
+// and only that node's API may act on them (acting here would change the
+// records and not the data). Reads of the records, snapshot lists and QoS
+// updates (records, applied by the volume's node) go anywhere.
+func (s *Server) onThisNode(ctx context.Context, rec meta.Volume, action string) error {
+	if rec.Node == s.node || rec.Node == "" {
+		return nil
+	}
+	switch action {
+	case actRead, actListSnapshots, actUpdate:
+		return nil
+	}
+	where := ""
+	if n, err := s.meta.GetNode(ctx, rec.Node); err == nil && n.Addresses["api"] != "" {
+		where = " (API " + n.Addresses["api"] + ")"
+	}
+	return fmt.Errorf("volume %q lives on node %s%s and only that node may %s it; this is node %s: %w",
+		rec.Name, rec.Node, where, action, s.node, errdefs.ErrFailedPrecondition)
 }
 
 // authorizeTemplate checks that the caller may act on template name:

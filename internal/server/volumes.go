@@ -170,7 +170,11 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 	defer cancel()
 
 	if srcVol != "" {
-		if _, err := s.readyVolume(ctx, srcVol); err != nil {
+		src, err := s.readyVolume(ctx, srcVol)
+		if err == nil {
+			err = s.onThisNode(ctx, src, actClone)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("clone source: %w", err)
 		}
 		snap, err := s.meta.GetSnapshot(ctx, srcVol, srcSnap)

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,9 +13,10 @@ import (
 )
 
 // Grant lets the developers of a tenant see a template and make clones of
-// it. Templates themselves are recorded elsewhere; a grant names one by
-// name, and outlives nothing: remove a template's grants with the template
-// (DeleteTemplateGrants).
+// it. A grant names a template by name and exists only with it: PutGrant
+// grants only an existing template, and DeleteTemplate removes the
+// template's grants with it, in one transaction each, so that no grant
+// outlives its template (and passes on to a later template of that name).
 type Grant struct {
 	Template string    `json:"template"`
 	Tenant   string    `json:"tenant"`
@@ -27,19 +29,32 @@ func grantKey(template, tenant string) string {
 	return grantPrefix(template) + tenant
 }
 
-// PutGrant grants template to tenant. Granting again changes nothing and
-// returns the grant as it was first made.
+// PutGrant grants template to tenant: errdefs.ErrNotFound when the
+// template does not exist. Granting again changes nothing and returns the
+// grant as it was first made.
 func (s *Store) PutGrant(ctx context.Context, template, tenant string) (Grant, error) {
 	g := Grant{Template: template, Tenant: tenant, Created: time.Now().UTC()}
-	rev, err := s.put(ctx, grantKey(template, tenant), g, 0)
-	if errors.Is(err, errdefs.ErrAlreadyExists) {
-		return s.GetGrant(ctx, template, tenant)
-	}
+	data, err := json.Marshal(g)
 	if err != nil {
-		return Grant{}, fmt.Errorf("grant of template %q to tenant %q: %w", template, tenant, err)
+		return Grant{}, err
 	}
-	g.Rev = rev
-	return g, nil
+	tkey, gkey := templateKey(template), grantKey(template, tenant)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(tkey), ">", 0), clientv3.Compare(clientv3.CreateRevision(gkey), "=", 0)).
+		Then(clientv3.OpPut(gkey, string(data))).
+		Else(clientv3.OpGet(tkey, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return Grant{}, etcdErr(err)
+	}
+	if resp.Succeeded {
+		g.Rev = resp.Header.Revision
+		return g, nil
+	}
+	if resp.Responses[0].GetResponseRange().Count == 0 {
+		return Grant{}, fmt.Errorf("template %q: %w", template, errdefs.ErrNotFound)
+	}
+	return s.GetGrant(ctx, template, tenant)
 }
 
 // GetGrant returns the grant of template to tenant; errdefs.ErrNotFound
@@ -78,14 +93,6 @@ func (s *Store) ListGrants(ctx context.Context, template string) ([]Grant, error
 func (s *Store) DeleteGrant(ctx context.Context, template, tenant string) error {
 	if err := s.del(ctx, grantKey(template, tenant), 0); err != nil {
 		return fmt.Errorf("grant of template %q to tenant %q: %w", template, tenant, err)
-	}
-	return nil
-}
-
-// DeleteTemplateGrants revokes every grant of template (when it is deleted).
-func (s *Store) DeleteTemplateGrants(ctx context.Context, template string) error {
-	if _, err := s.cli.Delete(ctx, grantPrefix(template), clientv3.WithPrefix()); err != nil {
-		return etcdErr(err)
 	}
 	return nil
 }

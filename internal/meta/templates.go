@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/strata-storage/strata/internal/errdefs"
 )
 
@@ -116,12 +118,29 @@ func (s *Store) UpdateTemplate(ctx context.Context, t Template) (Template, error
 	return t, nil
 }
 
-// DeleteTemplate removes the template if it is still at revision t.Rev.
+// DeleteTemplate removes the template if it is still at revision t.Rev
+// (any revision when 0), and its grants with it (see Grant).
 func (s *Store) DeleteTemplate(ctx context.Context, t Template) error {
-	if err := s.del(ctx, templateKey(t.Name), t.Rev); err != nil {
-		return fmt.Errorf("template %q: %w", t.Name, err)
+	key := templateKey(t.Name)
+	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", t.Rev)
+	if t.Rev == 0 {
+		cmp = clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
 	}
-	return nil
+	resp, err := s.cli.Txn(ctx).
+		If(cmp).
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(grantPrefix(t.Name), clientv3.WithPrefix())).
+		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("template %q: %w", t.Name, etcdErr(err))
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	if resp.Responses[0].GetResponseRange().Count == 0 {
+		return fmt.Errorf("template %q: %w", t.Name, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("template %q: %w", t.Name, ErrConflict)
 }
 
 // Clone is a self-service clone: a volume of the same name made from a

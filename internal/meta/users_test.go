@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/strata-storage/strata/internal/errdefs"
 )
@@ -64,17 +65,29 @@ func TestUsersAndTheirTokens(t *testing.T) {
 	}
 }
 
+// TestGrants: a grant exists only with its template: granting a missing
+// template is NotFound, and deleting a template removes its grants.
 func TestGrants(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, embeddedConfig(t))
 	defer s.Close()
 
+	if _, err := s.PutGrant(ctx, "orders", "team-a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("grant of a missing template: %v", err)
+	}
+	orders, err := s.CreateTemplate(ctx, Template{Name: "orders", Created: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTemplate(ctx, Template{Name: "orders-eu", Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
 	g, err := s.PutGrant(ctx, "orders", "team-a")
-	if err != nil || g.Created.IsZero() {
-		t.Fatalf("grant: %v", err)
+	if err != nil || g.Created.IsZero() || g.Rev == 0 {
+		t.Fatalf("grant: %+v, %v", g, err)
 	}
 	again, err := s.PutGrant(ctx, "orders", "team-a")
-	if err != nil || !again.Created.Equal(g.Created) {
+	if err != nil || !again.Created.Equal(g.Created) || again.Rev != g.Rev {
 		t.Fatalf("grant again: %+v, %v", again, err)
 	}
 	s.PutGrant(ctx, "orders", "team-b")
@@ -94,11 +107,29 @@ func TestGrants(t *testing.T) {
 	if err := s.DeleteGrant(ctx, "orders", "team-b"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("revoke again: %v", err)
 	}
-	if err := s.DeleteTemplateGrants(ctx, "orders"); err != nil {
+
+	// Deleting the template takes its grants; a template made again under
+	// the name starts with none.
+	if err := s.DeleteTemplate(ctx, Template{Name: "orders", Rev: orders.Rev - 1}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("delete at a stale revision: %v", err)
+	}
+	if err := s.DeleteTemplate(ctx, orders); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.DeleteTemplate(ctx, orders); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("delete again: %v", err)
+	}
 	if gs, _ := s.ListGrants(ctx, ""); len(gs) != 1 || gs[0].Template != "orders-eu" {
-		t.Fatalf("grants after the template's were removed: %+v", gs)
+		t.Fatalf("grants after the template was deleted: %+v", gs)
+	}
+	if _, err := s.PutGrant(ctx, "orders", "team-a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("grant of a deleted template: %v", err)
+	}
+	if _, err := s.CreateTemplate(ctx, Template{Name: "orders", Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.HasGrant(ctx, "orders", "team-a"); ok || err != nil {
+		t.Fatalf("a template made again inherits a grant: %v, %v", ok, err)
 	}
 }
 

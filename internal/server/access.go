@@ -113,6 +113,8 @@ var methodAccess = map[string]access{
 	pb.TemplateService_ListTemplates_FullMethodName:   readAll,
 	pb.TemplateService_GetTemplate_FullMethodName:     readAll,
 	pb.TemplateService_DeleteTemplate_FullMethodName:  adminOnly,
+	pb.TemplateService_GrantTemplate_FullMethodName:   {why: "templates are granted by admins"},
+	pb.TemplateService_RevokeTemplate_FullMethodName:  {why: "templates are granted by admins"},
 	pb.CloneService_CreateClone_FullMethodName:        tenantWrite,
 	pb.CloneService_ListClones_FullMethodName:         readAll,
 	pb.CloneService_GetClone_FullMethodName:           readAll,

@@ -392,6 +392,9 @@ func TestViewerOnlyReads(t *testing.T) {
 func TestAuthorizeTemplate(t *testing.T) {
 	n := newNode(t)
 	bg := context.Background()
+	if _, err := n.meta.CreateTemplate(bg, meta.Template{Name: "orders"}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := n.meta.PutGrant(bg, "orders", "team-a"); err != nil {
 		t.Fatal(err)
 	}

@@ -95,9 +95,7 @@ func TestCloneLifecycle(t *testing.T) {
 	bg := context.Background()
 	admin := authed(bg)
 	fakeTemplate(t, n, "crm", 2)
-	if _, err := n.meta.PutGrant(bg, "crm", "team-a"); err != nil {
-		t.Fatal(err)
-	}
+	must[*pb.Template](t, "grant")(n.templates().GrantTemplate(admin, &pb.GrantTemplateRequest{Name: "crm", Tenant: "team-a"}))
 	alice := n.addUser("alice", meta.RoleDeveloper, "team-a")
 	bob := n.addUser("bob", meta.RoleDeveloper, "team-b")
 	cc := n.clones()

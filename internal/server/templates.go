@@ -113,7 +113,7 @@ func (s *Server) CreateTemplate(ctx context.Context, req *pb.CreateTemplateReque
 		}
 		return nil, err
 	}
-	return s.templateView(ctx, tpl, nil)
+	return s.templateView(ctx, tpl, nil, nil)
 }
 
 // RefreshTemplate makes the next version of a template from its source's
@@ -165,7 +165,7 @@ func (s *Server) RefreshTemplate(ctx context.Context, req *pb.RefreshTemplateReq
 		return nil, err
 	}
 	tpl = s.prune(ctx, tpl)
-	return s.templateView(ctx, tpl, nil)
+	return s.templateView(ctx, tpl, nil, nil)
 }
 
 // saltSecret returns the value of the rules' salt secret.
@@ -477,12 +477,16 @@ func (s *Server) ListTemplates(ctx context.Context, req *pb.ListTemplatesRequest
 	if err != nil {
 		return nil, err
 	}
+	grants, err := s.meta.ListGrants(ctx, "")
+	if err != nil {
+		return nil, err
+	}
 	resp := &pb.ListTemplatesResponse{Templates: []*pb.Template{}}
 	for _, t := range tpls {
 		if !visible(t.Name) {
 			continue
 		}
-		v, err := s.templateView(ctx, t, clones)
+		v, err := s.templateView(ctx, t, clones, grants)
 		if err != nil {
 			return nil, err
 		}
@@ -499,19 +503,30 @@ func (s *Server) GetTemplate(ctx context.Context, req *pb.GetTemplateRequest) (*
 	if err := s.authorizeTemplate(ctx, req.Name, actRead); err != nil {
 		return nil, err
 	}
-	t, err := s.meta.GetTemplate(ctx, req.Name)
+	return s.describeTemplate(ctx, req.Name)
+}
+
+// describeTemplate describes template name as it is now.
+func (s *Server) describeTemplate(ctx context.Context, name string) (*pb.Template, error) {
+	t, err := s.meta.GetTemplate(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return s.templateView(ctx, t, nil)
+	return s.templateView(ctx, t, nil, nil)
 }
 
-// templateView describes a template; clones are the live clones (listed
-// when nil).
-func (s *Server) templateView(ctx context.Context, t meta.Template, clones []liveClone) (*pb.Template, error) {
+// templateView describes a template to the caller; clones are the live
+// clones and grants the grants (of this template or of every one), each
+// listed when nil.
+func (s *Server) templateView(ctx context.Context, t meta.Template, clones []liveClone, grants []meta.Grant) (*pb.Template, error) {
+	var err error
 	if clones == nil {
-		var err error
 		if clones, err = s.liveClones(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if grants == nil {
+		if grants, err = s.meta.ListGrants(ctx, t.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -524,6 +539,7 @@ func (s *Server) templateView(ctx context.Context, t meta.Template, clones []liv
 	v := &pb.Template{
 		Name: t.Name, Source: t.Source, Rules: t.Rules, Keep: int32(t.Keep), CreatedAt: timestamppb.New(t.Created),
 		Versions: []*pb.TemplateVersion{}, Building: int32(t.Building), LastError: t.LastError, LastLog: t.LastLog,
+		Grants: grantViews(CallerFrom(ctx), t.Name, grants),
 	}
 	if !t.LastAttempt.IsZero() {
 		v.LastAttemptAt = timestamppb.New(t.LastAttempt)
@@ -583,12 +599,10 @@ func (s *Server) DeleteTemplate(ctx context.Context, req *pb.DeleteTemplateReque
 			os.Remove(l)
 		}
 	}
-	if err := s.meta.DeleteTemplateGrants(ctx, tpl.Name); err != nil {
-		return nil, err
-	}
 	if _, err := s.updateTemplate(ctx, tpl.Name, func(t *meta.Template) { t.Versions = nil }); err != nil {
 		return nil, err
 	}
+	// Its grants go with the record (meta.DeleteTemplate).
 	if cur, err := s.meta.GetTemplate(ctx, tpl.Name); err == nil {
 		if err := s.meta.DeleteTemplate(ctx, cur); err != nil {
 			return nil, err

@@ -206,9 +206,7 @@ func TestTemplateWithPostgres(t *testing.T) {
 	}
 
 	// A developer's clone, and a server on it.
-	if _, err := n.meta.PutGrant(bg, "shop", "team-a"); err != nil {
-		t.Fatal(err)
-	}
+	must[*pb.Template](t, "grant")(tc.GrantTemplate(admin, &pb.GrantTemplateRequest{Name: "shop", Tenant: "team-a"}))
 	alice := n.addUser("alice", meta.RoleDeveloper, "team-a")
 	c := must[*pb.Clone](t, "clone")(n.clones().CreateClone(alice, &pb.CreateCloneRequest{Name: "alice-shop", Template: "shop", TtlSeconds: 3600}))
 	if c.Tenant != "team-a" || c.Version != 1 {

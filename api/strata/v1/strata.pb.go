@@ -2814,6 +2814,10 @@ type Template struct {
 	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	LastLog       string                 `protobuf:"bytes,9,opt,name=last_log,json=lastLog,proto3" json:"last_log,omitempty"`
 	LastAttemptAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_attempt_at,json=lastAttemptAt,proto3" json:"last_attempt_at,omitempty"`
+	// Tenants whose developers may see and clone the template, by tenant
+	// name. Admins and viewers see every grant; a developer only its own
+	// tenant's.
+	Grants        []*TemplateGrant `protobuf:"bytes,11,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2918,6 +2922,65 @@ func (x *Template) GetLastAttemptAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Template) GetGrants() []*TemplateGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+type TemplateGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	GrantedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=granted_at,json=grantedAt,proto3" json:"granted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateGrant) Reset() {
+	*x = TemplateGrant{}
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateGrant) ProtoMessage() {}
+
+func (x *TemplateGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateGrant.ProtoReflect.Descriptor instead.
+func (*TemplateGrant) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *TemplateGrant) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TemplateGrant) GetGrantedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GrantedAt
+	}
+	return nil
+}
+
 type TemplateVersion struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Number int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
@@ -2945,7 +3008,7 @@ type TemplateVersion struct {
 
 func (x *TemplateVersion) Reset() {
 	*x = TemplateVersion{}
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2957,7 +3020,7 @@ func (x *TemplateVersion) String() string {
 func (*TemplateVersion) ProtoMessage() {}
 
 func (x *TemplateVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2970,7 +3033,7 @@ func (x *TemplateVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateVersion.ProtoReflect.Descriptor instead.
 func (*TemplateVersion) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TemplateVersion) GetNumber() int32 {
@@ -3068,7 +3131,7 @@ type MaskedTable struct {
 
 func (x *MaskedTable) Reset() {
 	*x = MaskedTable{}
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3143,7 @@ func (x *MaskedTable) String() string {
 func (*MaskedTable) ProtoMessage() {}
 
 func (x *MaskedTable) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3156,7 @@ func (x *MaskedTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MaskedTable.ProtoReflect.Descriptor instead.
 func (*MaskedTable) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MaskedTable) GetName() string {
@@ -3133,7 +3196,7 @@ type CreateTemplateRequest struct {
 
 func (x *CreateTemplateRequest) Reset() {
 	*x = CreateTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3208,7 @@ func (x *CreateTemplateRequest) String() string {
 func (*CreateTemplateRequest) ProtoMessage() {}
 
 func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3221,7 @@ func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
 func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateTemplateRequest) GetName() string {
@@ -3202,7 +3265,7 @@ type RefreshTemplateRequest struct {
 
 func (x *RefreshTemplateRequest) Reset() {
 	*x = RefreshTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3277,7 @@ func (x *RefreshTemplateRequest) String() string {
 func (*RefreshTemplateRequest) ProtoMessage() {}
 
 func (x *RefreshTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3290,7 @@ func (x *RefreshTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RefreshTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RefreshTemplateRequest) GetName() string {
@@ -3259,7 +3322,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3271,7 +3334,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3284,7 +3347,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
 }
 
 type ListTemplatesResponse struct {
@@ -3296,7 +3359,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3308,7 +3371,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3321,7 +3384,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -3340,7 +3403,7 @@ type GetTemplateRequest struct {
 
 func (x *GetTemplateRequest) Reset() {
 	*x = GetTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3415,7 @@ func (x *GetTemplateRequest) String() string {
 func (*GetTemplateRequest) ProtoMessage() {}
 
 func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3428,7 @@ func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetTemplateRequest) GetName() string {
@@ -3386,7 +3449,7 @@ type DeleteTemplateRequest struct {
 
 func (x *DeleteTemplateRequest) Reset() {
 	*x = DeleteTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3461,7 @@ func (x *DeleteTemplateRequest) String() string {
 func (*DeleteTemplateRequest) ProtoMessage() {}
 
 func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3474,7 @@ func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DeleteTemplateRequest) GetName() string {
@@ -3438,7 +3501,7 @@ type DeleteTemplateResponse struct {
 
 func (x *DeleteTemplateResponse) Reset() {
 	*x = DeleteTemplateResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +3513,7 @@ func (x *DeleteTemplateResponse) String() string {
 func (*DeleteTemplateResponse) ProtoMessage() {}
 
 func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +3526,7 @@ func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DeleteTemplateResponse) GetOrphanedClones() []string {
@@ -3471,6 +3534,111 @@ func (x *DeleteTemplateResponse) GetOrphanedClones() []string {
 		return x.OrphanedClones
 	}
 	return nil
+}
+
+type GrantTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The tenant to grant the template to: a lower-case DNS label.
+	Tenant        string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantTemplateRequest) Reset() {
+	*x = GrantTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantTemplateRequest) ProtoMessage() {}
+
+func (x *GrantTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantTemplateRequest.ProtoReflect.Descriptor instead.
+func (*GrantTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *GrantTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GrantTemplateRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type RevokeTemplateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTemplateRequest) Reset() {
+	*x = RevokeTemplateRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTemplateRequest) ProtoMessage() {}
+
+func (x *RevokeTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTemplateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RevokeTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeTemplateRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
 }
 
 type Clone struct {
@@ -3505,7 +3673,7 @@ type Clone struct {
 
 func (x *Clone) Reset() {
 	*x = Clone{}
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3685,7 @@ func (x *Clone) String() string {
 func (*Clone) ProtoMessage() {}
 
 func (x *Clone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3698,7 @@ func (x *Clone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clone.ProtoReflect.Descriptor instead.
 func (*Clone) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Clone) GetName() string {
@@ -3645,7 +3813,7 @@ type CreateCloneRequest struct {
 
 func (x *CreateCloneRequest) Reset() {
 	*x = CreateCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3825,7 @@ func (x *CreateCloneRequest) String() string {
 func (*CreateCloneRequest) ProtoMessage() {}
 
 func (x *CreateCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3838,7 @@ func (x *CreateCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCloneRequest.ProtoReflect.Descriptor instead.
 func (*CreateCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateCloneRequest) GetName() string {
@@ -3732,7 +3900,7 @@ type ListClonesRequest struct {
 
 func (x *ListClonesRequest) Reset() {
 	*x = ListClonesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3744,7 +3912,7 @@ func (x *ListClonesRequest) String() string {
 func (*ListClonesRequest) ProtoMessage() {}
 
 func (x *ListClonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3757,7 +3925,7 @@ func (x *ListClonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClonesRequest.ProtoReflect.Descriptor instead.
 func (*ListClonesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListClonesRequest) GetTemplate() string {
@@ -3776,7 +3944,7 @@ type ListClonesResponse struct {
 
 func (x *ListClonesResponse) Reset() {
 	*x = ListClonesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3788,7 +3956,7 @@ func (x *ListClonesResponse) String() string {
 func (*ListClonesResponse) ProtoMessage() {}
 
 func (x *ListClonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3801,7 +3969,7 @@ func (x *ListClonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClonesResponse.ProtoReflect.Descriptor instead.
 func (*ListClonesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListClonesResponse) GetClones() []*Clone {
@@ -3820,7 +3988,7 @@ type GetCloneRequest struct {
 
 func (x *GetCloneRequest) Reset() {
 	*x = GetCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3832,7 +4000,7 @@ func (x *GetCloneRequest) String() string {
 func (*GetCloneRequest) ProtoMessage() {}
 
 func (x *GetCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3845,7 +4013,7 @@ func (x *GetCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCloneRequest.ProtoReflect.Descriptor instead.
 func (*GetCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetCloneRequest) GetName() string {
@@ -3868,7 +4036,7 @@ type ResetCloneRequest struct {
 
 func (x *ResetCloneRequest) Reset() {
 	*x = ResetCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4048,7 @@ func (x *ResetCloneRequest) String() string {
 func (*ResetCloneRequest) ProtoMessage() {}
 
 func (x *ResetCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4061,7 @@ func (x *ResetCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetCloneRequest.ProtoReflect.Descriptor instead.
 func (*ResetCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ResetCloneRequest) GetName() string {
@@ -3932,7 +4100,7 @@ type ExtendCloneRequest struct {
 
 func (x *ExtendCloneRequest) Reset() {
 	*x = ExtendCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3944,7 +4112,7 @@ func (x *ExtendCloneRequest) String() string {
 func (*ExtendCloneRequest) ProtoMessage() {}
 
 func (x *ExtendCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3957,7 +4125,7 @@ func (x *ExtendCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendCloneRequest.ProtoReflect.Descriptor instead.
 func (*ExtendCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ExtendCloneRequest) GetName() string {
@@ -3997,7 +4165,7 @@ type DeleteCloneRequest struct {
 
 func (x *DeleteCloneRequest) Reset() {
 	*x = DeleteCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4009,7 +4177,7 @@ func (x *DeleteCloneRequest) String() string {
 func (*DeleteCloneRequest) ProtoMessage() {}
 
 func (x *DeleteCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4022,7 +4190,7 @@ func (x *DeleteCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCloneRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteCloneRequest) GetName() string {
@@ -4040,7 +4208,7 @@ type DeleteCloneResponse struct {
 
 func (x *DeleteCloneResponse) Reset() {
 	*x = DeleteCloneResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4220,7 @@ func (x *DeleteCloneResponse) String() string {
 func (*DeleteCloneResponse) ProtoMessage() {}
 
 func (x *DeleteCloneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4233,7 @@ func (x *DeleteCloneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCloneResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCloneResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{72}
 }
 
 var File_strata_v1_strata_proto protoreflect.FileDescriptor
@@ -4262,7 +4430,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x03\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n" +
@@ -4276,7 +4444,12 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"last_error\x18\b \x01(\tR\tlastError\x12\x19\n" +
 	"\blast_log\x18\t \x01(\tR\alastLog\x12B\n" +
 	"\x0flast_attempt_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\"\x91\x03\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\x120\n" +
+	"\x06grants\x18\v \x03(\v2\x18.strata.v1.TemplateGrantR\x06grants\"b\n" +
+	"\rTemplateGrant\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x129\n" +
+	"\n" +
+	"granted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\"\x91\x03\n" +
 	"\x0fTemplateVersion\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x1a\n" +
@@ -4316,7 +4489,13 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"A\n" +
 	"\x16DeleteTemplateResponse\x12'\n" +
-	"\x0forphaned_clones\x18\x01 \x03(\tR\x0eorphanedClones\"\x85\x04\n" +
+	"\x0forphaned_clones\x18\x01 \x03(\tR\x0eorphanedClones\"B\n" +
+	"\x14GrantTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"C\n" +
+	"\x15RevokeTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x85\x04\n" +
 	"\x05Clone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x18\n" +
@@ -4399,13 +4578,15 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\rSecretService\x12;\n" +
 	"\tSetSecret\x12\x1b.strata.v1.SetSecretRequest\x1a\x11.strata.v1.Secret\x12L\n" +
 	"\vListSecrets\x12\x1d.strata.v1.ListSecretsRequest\x1a\x1e.strata.v1.ListSecretsResponse\x12O\n" +
-	"\fDeleteSecret\x12\x1e.strata.v1.DeleteSecretRequest\x1a\x1f.strata.v1.DeleteSecretResponse2\x93\x03\n" +
+	"\fDeleteSecret\x12\x1e.strata.v1.DeleteSecretRequest\x1a\x1f.strata.v1.DeleteSecretResponse2\xa3\x04\n" +
 	"\x0fTemplateService\x12G\n" +
 	"\x0eCreateTemplate\x12 .strata.v1.CreateTemplateRequest\x1a\x13.strata.v1.Template\x12I\n" +
 	"\x0fRefreshTemplate\x12!.strata.v1.RefreshTemplateRequest\x1a\x13.strata.v1.Template\x12R\n" +
 	"\rListTemplates\x12\x1f.strata.v1.ListTemplatesRequest\x1a .strata.v1.ListTemplatesResponse\x12A\n" +
 	"\vGetTemplate\x12\x1d.strata.v1.GetTemplateRequest\x1a\x13.strata.v1.Template\x12U\n" +
-	"\x0eDeleteTemplate\x12 .strata.v1.DeleteTemplateRequest\x1a!.strata.v1.DeleteTemplateResponse2\x9f\x03\n" +
+	"\x0eDeleteTemplate\x12 .strata.v1.DeleteTemplateRequest\x1a!.strata.v1.DeleteTemplateResponse\x12E\n" +
+	"\rGrantTemplate\x12\x1f.strata.v1.GrantTemplateRequest\x1a\x13.strata.v1.Template\x12G\n" +
+	"\x0eRevokeTemplate\x12 .strata.v1.RevokeTemplateRequest\x1a\x13.strata.v1.Template2\x9f\x03\n" +
 	"\fCloneService\x12>\n" +
 	"\vCreateClone\x12\x1d.strata.v1.CreateCloneRequest\x1a\x10.strata.v1.Clone\x12I\n" +
 	"\n" +
@@ -4428,7 +4609,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*User)(nil),                    // 0: strata.v1.User
 	(*CreateUserRequest)(nil),       // 1: strata.v1.CreateUserRequest
@@ -4482,146 +4663,155 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*Status)(nil),                  // 49: strata.v1.Status
 	(*Node)(nil),                    // 50: strata.v1.Node
 	(*Template)(nil),                // 51: strata.v1.Template
-	(*TemplateVersion)(nil),         // 52: strata.v1.TemplateVersion
-	(*MaskedTable)(nil),             // 53: strata.v1.MaskedTable
-	(*CreateTemplateRequest)(nil),   // 54: strata.v1.CreateTemplateRequest
-	(*RefreshTemplateRequest)(nil),  // 55: strata.v1.RefreshTemplateRequest
-	(*ListTemplatesRequest)(nil),    // 56: strata.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),   // 57: strata.v1.ListTemplatesResponse
-	(*GetTemplateRequest)(nil),      // 58: strata.v1.GetTemplateRequest
-	(*DeleteTemplateRequest)(nil),   // 59: strata.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil),  // 60: strata.v1.DeleteTemplateResponse
-	(*Clone)(nil),                   // 61: strata.v1.Clone
-	(*CreateCloneRequest)(nil),      // 62: strata.v1.CreateCloneRequest
-	(*ListClonesRequest)(nil),       // 63: strata.v1.ListClonesRequest
-	(*ListClonesResponse)(nil),      // 64: strata.v1.ListClonesResponse
-	(*GetCloneRequest)(nil),         // 65: strata.v1.GetCloneRequest
-	(*ResetCloneRequest)(nil),       // 66: strata.v1.ResetCloneRequest
-	(*ExtendCloneRequest)(nil),      // 67: strata.v1.ExtendCloneRequest
-	(*DeleteCloneRequest)(nil),      // 68: strata.v1.DeleteCloneRequest
-	(*DeleteCloneResponse)(nil),     // 69: strata.v1.DeleteCloneResponse
-	nil,                             // 70: strata.v1.Volume.LabelsEntry
-	nil,                             // 71: strata.v1.CreateVolumeRequest.LabelsEntry
-	nil,                             // 72: strata.v1.CloneVolumeRequest.LabelsEntry
-	nil,                             // 73: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 74: google.protobuf.Timestamp
+	(*TemplateGrant)(nil),           // 52: strata.v1.TemplateGrant
+	(*TemplateVersion)(nil),         // 53: strata.v1.TemplateVersion
+	(*MaskedTable)(nil),             // 54: strata.v1.MaskedTable
+	(*CreateTemplateRequest)(nil),   // 55: strata.v1.CreateTemplateRequest
+	(*RefreshTemplateRequest)(nil),  // 56: strata.v1.RefreshTemplateRequest
+	(*ListTemplatesRequest)(nil),    // 57: strata.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),   // 58: strata.v1.ListTemplatesResponse
+	(*GetTemplateRequest)(nil),      // 59: strata.v1.GetTemplateRequest
+	(*DeleteTemplateRequest)(nil),   // 60: strata.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),  // 61: strata.v1.DeleteTemplateResponse
+	(*GrantTemplateRequest)(nil),    // 62: strata.v1.GrantTemplateRequest
+	(*RevokeTemplateRequest)(nil),   // 63: strata.v1.RevokeTemplateRequest
+	(*Clone)(nil),                   // 64: strata.v1.Clone
+	(*CreateCloneRequest)(nil),      // 65: strata.v1.CreateCloneRequest
+	(*ListClonesRequest)(nil),       // 66: strata.v1.ListClonesRequest
+	(*ListClonesResponse)(nil),      // 67: strata.v1.ListClonesResponse
+	(*GetCloneRequest)(nil),         // 68: strata.v1.GetCloneRequest
+	(*ResetCloneRequest)(nil),       // 69: strata.v1.ResetCloneRequest
+	(*ExtendCloneRequest)(nil),      // 70: strata.v1.ExtendCloneRequest
+	(*DeleteCloneRequest)(nil),      // 71: strata.v1.DeleteCloneRequest
+	(*DeleteCloneResponse)(nil),     // 72: strata.v1.DeleteCloneResponse
+	nil,                             // 73: strata.v1.Volume.LabelsEntry
+	nil,                             // 74: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                             // 75: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                             // 76: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 77: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	74, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	74, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
+	77, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	77, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: strata.v1.CreateUserResponse.user:type_name -> strata.v1.User
 	0,  // 3: strata.v1.ListUsersResponse.users:type_name -> strata.v1.User
 	0,  // 4: strata.v1.RotateUserTokenResponse.user:type_name -> strata.v1.User
-	74, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	74, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	77, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	77, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
 	10, // 7: strata.v1.ListSecretsResponse.secrets:type_name -> strata.v1.Secret
-	74, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	70, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	77, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	73, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
 	17, // 10: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
-	71, // 11: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	74, // 11: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
 	17, // 12: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	16, // 13: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	72, // 14: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	75, // 14: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
 	17, // 15: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
 	17, // 16: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	74, // 17: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	77, // 17: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
 	38, // 18: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
 	44, // 19: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
 	50, // 20: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	73, // 21: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
-	74, // 22: strata.v1.Template.created_at:type_name -> google.protobuf.Timestamp
-	52, // 23: strata.v1.Template.versions:type_name -> strata.v1.TemplateVersion
-	74, // 24: strata.v1.Template.last_attempt_at:type_name -> google.protobuf.Timestamp
-	74, // 25: strata.v1.TemplateVersion.created_at:type_name -> google.protobuf.Timestamp
-	53, // 26: strata.v1.TemplateVersion.tables:type_name -> strata.v1.MaskedTable
-	51, // 27: strata.v1.ListTemplatesResponse.templates:type_name -> strata.v1.Template
-	74, // 28: strata.v1.Clone.created_at:type_name -> google.protobuf.Timestamp
-	74, // 29: strata.v1.Clone.expires_at:type_name -> google.protobuf.Timestamp
-	74, // 30: strata.v1.Clone.active_at:type_name -> google.protobuf.Timestamp
-	74, // 31: strata.v1.Clone.idle_expires_at:type_name -> google.protobuf.Timestamp
-	16, // 32: strata.v1.Clone.volume:type_name -> strata.v1.Volume
-	61, // 33: strata.v1.ListClonesResponse.clones:type_name -> strata.v1.Clone
-	18, // 34: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
-	19, // 35: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
-	21, // 36: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
-	22, // 37: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
-	24, // 38: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
-	25, // 39: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
-	27, // 40: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
-	28, // 41: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
-	30, // 42: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
-	32, // 43: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	34, // 44: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
-	36, // 45: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
-	26, // 46: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
-	39, // 47: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	40, // 48: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	42, // 49: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	48, // 50: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	45, // 51: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
-	46, // 52: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
-	1,  // 53: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
-	3,  // 54: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
-	5,  // 55: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
-	7,  // 56: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
-	9,  // 57: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
-	11, // 58: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
-	12, // 59: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
-	14, // 60: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
-	54, // 61: strata.v1.TemplateService.CreateTemplate:input_type -> strata.v1.CreateTemplateRequest
-	55, // 62: strata.v1.TemplateService.RefreshTemplate:input_type -> strata.v1.RefreshTemplateRequest
-	56, // 63: strata.v1.TemplateService.ListTemplates:input_type -> strata.v1.ListTemplatesRequest
-	58, // 64: strata.v1.TemplateService.GetTemplate:input_type -> strata.v1.GetTemplateRequest
-	59, // 65: strata.v1.TemplateService.DeleteTemplate:input_type -> strata.v1.DeleteTemplateRequest
-	62, // 66: strata.v1.CloneService.CreateClone:input_type -> strata.v1.CreateCloneRequest
-	63, // 67: strata.v1.CloneService.ListClones:input_type -> strata.v1.ListClonesRequest
-	65, // 68: strata.v1.CloneService.GetClone:input_type -> strata.v1.GetCloneRequest
-	66, // 69: strata.v1.CloneService.ResetClone:input_type -> strata.v1.ResetCloneRequest
-	67, // 70: strata.v1.CloneService.ExtendClone:input_type -> strata.v1.ExtendCloneRequest
-	68, // 71: strata.v1.CloneService.DeleteClone:input_type -> strata.v1.DeleteCloneRequest
-	16, // 72: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	20, // 73: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	16, // 74: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	23, // 75: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	16, // 76: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	16, // 77: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	16, // 78: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	29, // 79: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	31, // 80: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	33, // 81: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	35, // 82: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
-	37, // 83: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
-	16, // 84: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
-	38, // 85: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	41, // 86: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	43, // 87: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	49, // 88: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	44, // 89: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
-	47, // 90: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
-	2,  // 91: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
-	4,  // 92: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
-	6,  // 93: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
-	8,  // 94: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
-	0,  // 95: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
-	10, // 96: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
-	13, // 97: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
-	15, // 98: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
-	51, // 99: strata.v1.TemplateService.CreateTemplate:output_type -> strata.v1.Template
-	51, // 100: strata.v1.TemplateService.RefreshTemplate:output_type -> strata.v1.Template
-	57, // 101: strata.v1.TemplateService.ListTemplates:output_type -> strata.v1.ListTemplatesResponse
-	51, // 102: strata.v1.TemplateService.GetTemplate:output_type -> strata.v1.Template
-	60, // 103: strata.v1.TemplateService.DeleteTemplate:output_type -> strata.v1.DeleteTemplateResponse
-	61, // 104: strata.v1.CloneService.CreateClone:output_type -> strata.v1.Clone
-	64, // 105: strata.v1.CloneService.ListClones:output_type -> strata.v1.ListClonesResponse
-	61, // 106: strata.v1.CloneService.GetClone:output_type -> strata.v1.Clone
-	61, // 107: strata.v1.CloneService.ResetClone:output_type -> strata.v1.Clone
-	61, // 108: strata.v1.CloneService.ExtendClone:output_type -> strata.v1.Clone
-	69, // 109: strata.v1.CloneService.DeleteClone:output_type -> strata.v1.DeleteCloneResponse
-	72, // [72:110] is the sub-list for method output_type
-	34, // [34:72] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	76, // 21: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	77, // 22: strata.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	53, // 23: strata.v1.Template.versions:type_name -> strata.v1.TemplateVersion
+	77, // 24: strata.v1.Template.last_attempt_at:type_name -> google.protobuf.Timestamp
+	52, // 25: strata.v1.Template.grants:type_name -> strata.v1.TemplateGrant
+	77, // 26: strata.v1.TemplateGrant.granted_at:type_name -> google.protobuf.Timestamp
+	77, // 27: strata.v1.TemplateVersion.created_at:type_name -> google.protobuf.Timestamp
+	54, // 28: strata.v1.TemplateVersion.tables:type_name -> strata.v1.MaskedTable
+	51, // 29: strata.v1.ListTemplatesResponse.templates:type_name -> strata.v1.Template
+	77, // 30: strata.v1.Clone.created_at:type_name -> google.protobuf.Timestamp
+	77, // 31: strata.v1.Clone.expires_at:type_name -> google.protobuf.Timestamp
+	77, // 32: strata.v1.Clone.active_at:type_name -> google.protobuf.Timestamp
+	77, // 33: strata.v1.Clone.idle_expires_at:type_name -> google.protobuf.Timestamp
+	16, // 34: strata.v1.Clone.volume:type_name -> strata.v1.Volume
+	64, // 35: strata.v1.ListClonesResponse.clones:type_name -> strata.v1.Clone
+	18, // 36: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
+	19, // 37: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
+	21, // 38: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
+	22, // 39: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
+	24, // 40: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
+	25, // 41: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
+	27, // 42: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
+	28, // 43: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
+	30, // 44: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
+	32, // 45: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
+	34, // 46: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
+	36, // 47: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
+	26, // 48: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
+	39, // 49: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	40, // 50: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	42, // 51: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	48, // 52: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	45, // 53: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
+	46, // 54: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
+	1,  // 55: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
+	3,  // 56: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
+	5,  // 57: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
+	7,  // 58: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
+	9,  // 59: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
+	11, // 60: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
+	12, // 61: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
+	14, // 62: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
+	55, // 63: strata.v1.TemplateService.CreateTemplate:input_type -> strata.v1.CreateTemplateRequest
+	56, // 64: strata.v1.TemplateService.RefreshTemplate:input_type -> strata.v1.RefreshTemplateRequest
+	57, // 65: strata.v1.TemplateService.ListTemplates:input_type -> strata.v1.ListTemplatesRequest
+	59, // 66: strata.v1.TemplateService.GetTemplate:input_type -> strata.v1.GetTemplateRequest
+	60, // 67: strata.v1.TemplateService.DeleteTemplate:input_type -> strata.v1.DeleteTemplateRequest
+	62, // 68: strata.v1.TemplateService.GrantTemplate:input_type -> strata.v1.GrantTemplateRequest
+	63, // 69: strata.v1.TemplateService.RevokeTemplate:input_type -> strata.v1.RevokeTemplateRequest
+	65, // 70: strata.v1.CloneService.CreateClone:input_type -> strata.v1.CreateCloneRequest
+	66, // 71: strata.v1.CloneService.ListClones:input_type -> strata.v1.ListClonesRequest
+	68, // 72: strata.v1.CloneService.GetClone:input_type -> strata.v1.GetCloneRequest
+	69, // 73: strata.v1.CloneService.ResetClone:input_type -> strata.v1.ResetCloneRequest
+	70, // 74: strata.v1.CloneService.ExtendClone:input_type -> strata.v1.ExtendCloneRequest
+	71, // 75: strata.v1.CloneService.DeleteClone:input_type -> strata.v1.DeleteCloneRequest
+	16, // 76: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	20, // 77: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	16, // 78: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	23, // 79: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	16, // 80: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	16, // 81: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	16, // 82: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	29, // 83: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	31, // 84: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	33, // 85: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	35, // 86: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
+	37, // 87: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
+	16, // 88: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
+	38, // 89: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	41, // 90: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	43, // 91: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	49, // 92: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	44, // 93: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
+	47, // 94: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
+	2,  // 95: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
+	4,  // 96: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
+	6,  // 97: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
+	8,  // 98: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
+	0,  // 99: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
+	10, // 100: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
+	13, // 101: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
+	15, // 102: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
+	51, // 103: strata.v1.TemplateService.CreateTemplate:output_type -> strata.v1.Template
+	51, // 104: strata.v1.TemplateService.RefreshTemplate:output_type -> strata.v1.Template
+	58, // 105: strata.v1.TemplateService.ListTemplates:output_type -> strata.v1.ListTemplatesResponse
+	51, // 106: strata.v1.TemplateService.GetTemplate:output_type -> strata.v1.Template
+	61, // 107: strata.v1.TemplateService.DeleteTemplate:output_type -> strata.v1.DeleteTemplateResponse
+	51, // 108: strata.v1.TemplateService.GrantTemplate:output_type -> strata.v1.Template
+	51, // 109: strata.v1.TemplateService.RevokeTemplate:output_type -> strata.v1.Template
+	64, // 110: strata.v1.CloneService.CreateClone:output_type -> strata.v1.Clone
+	67, // 111: strata.v1.CloneService.ListClones:output_type -> strata.v1.ListClonesResponse
+	64, // 112: strata.v1.CloneService.GetClone:output_type -> strata.v1.Clone
+	64, // 113: strata.v1.CloneService.ResetClone:output_type -> strata.v1.Clone
+	64, // 114: strata.v1.CloneService.ExtendClone:output_type -> strata.v1.Clone
+	72, // 115: strata.v1.CloneService.DeleteClone:output_type -> strata.v1.DeleteCloneResponse
+	76, // [76:116] is the sub-list for method output_type
+	36, // [36:76] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -4630,15 +4820,15 @@ func file_strata_v1_strata_proto_init() {
 		return
 	}
 	file_strata_v1_strata_proto_msgTypes[17].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[55].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[67].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[56].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[70].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -1482,6 +1482,8 @@ const (
 	TemplateService_ListTemplates_FullMethodName   = "/strata.v1.TemplateService/ListTemplates"
 	TemplateService_GetTemplate_FullMethodName     = "/strata.v1.TemplateService/GetTemplate"
 	TemplateService_DeleteTemplate_FullMethodName  = "/strata.v1.TemplateService/DeleteTemplate"
+	TemplateService_GrantTemplate_FullMethodName   = "/strata.v1.TemplateService/GrantTemplate"
+	TemplateService_RevokeTemplate_FullMethodName  = "/strata.v1.TemplateService/RevokeTemplate"
 )
 
 // TemplateServiceClient is the client API for TemplateService service.
@@ -1513,6 +1515,19 @@ type TemplateServiceClient interface {
 	// clones of it exist, unless force (the clones keep their data, since
 	// layers are shared, but can no longer be reset).
 	DeleteTemplate(ctx context.Context, in *DeleteTemplateRequest, opts ...grpc.CallOption) (*DeleteTemplateResponse, error)
+	// GrantTemplate lets the developers of a tenant see the template and
+	// make clones of it. Granting again changes nothing (the grant keeps its
+	// first time). A missing template is NotFound; a tenant that is not a
+	// DNS label is InvalidArgument. A tenant is only a name: it may be
+	// granted before any user of it exists.
+	GrantTemplate(ctx context.Context, in *GrantTemplateRequest, opts ...grpc.CallOption) (*Template, error)
+	// RevokeTemplate takes a grant back: the tenant's developers no longer
+	// see the template, make clones of it or reset their clones of it. Their
+	// clones of it are not deleted: they stay the tenant's until they expire
+	// or are deleted. Revoking a grant that does not exist is NotFound (the
+	// message lists the template's grants), so that a mistyped tenant is not
+	// taken for a revoked one.
+	RevokeTemplate(ctx context.Context, in *RevokeTemplateRequest, opts ...grpc.CallOption) (*Template, error)
 }
 
 type templateServiceClient struct {
@@ -1573,6 +1588,26 @@ func (c *templateServiceClient) DeleteTemplate(ctx context.Context, in *DeleteTe
 	return out, nil
 }
 
+func (c *templateServiceClient) GrantTemplate(ctx context.Context, in *GrantTemplateRequest, opts ...grpc.CallOption) (*Template, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Template)
+	err := c.cc.Invoke(ctx, TemplateService_GrantTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *templateServiceClient) RevokeTemplate(ctx context.Context, in *RevokeTemplateRequest, opts ...grpc.CallOption) (*Template, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Template)
+	err := c.cc.Invoke(ctx, TemplateService_RevokeTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TemplateServiceServer is the server API for TemplateService service.
 // All implementations must embed UnimplementedTemplateServiceServer
 // for forward compatibility.
@@ -1602,6 +1637,19 @@ type TemplateServiceServer interface {
 	// clones of it exist, unless force (the clones keep their data, since
 	// layers are shared, but can no longer be reset).
 	DeleteTemplate(context.Context, *DeleteTemplateRequest) (*DeleteTemplateResponse, error)
+	// GrantTemplate lets the developers of a tenant see the template and
+	// make clones of it. Granting again changes nothing (the grant keeps its
+	// first time). A missing template is NotFound; a tenant that is not a
+	// DNS label is InvalidArgument. A tenant is only a name: it may be
+	// granted before any user of it exists.
+	GrantTemplate(context.Context, *GrantTemplateRequest) (*Template, error)
+	// RevokeTemplate takes a grant back: the tenant's developers no longer
+	// see the template, make clones of it or reset their clones of it. Their
+	// clones of it are not deleted: they stay the tenant's until they expire
+	// or are deleted. Revoking a grant that does not exist is NotFound (the
+	// message lists the template's grants), so that a mistyped tenant is not
+	// taken for a revoked one.
+	RevokeTemplate(context.Context, *RevokeTemplateRequest) (*Template, error)
 	mustEmbedUnimplementedTemplateServiceServer()
 }
 
@@ -1626,6 +1674,12 @@ func (UnimplementedTemplateServiceServer) GetTemplate(context.Context, *GetTempl
 }
 func (UnimplementedTemplateServiceServer) DeleteTemplate(context.Context, *DeleteTemplateRequest) (*DeleteTemplateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) GrantTemplate(context.Context, *GrantTemplateRequest) (*Template, error) {
+	return nil, status.Error(codes.Unimplemented, "method GrantTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) RevokeTemplate(context.Context, *RevokeTemplateRequest) (*Template, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeTemplate not implemented")
 }
 func (UnimplementedTemplateServiceServer) mustEmbedUnimplementedTemplateServiceServer() {}
 func (UnimplementedTemplateServiceServer) testEmbeddedByValue()                         {}
@@ -1738,6 +1792,42 @@ func _TemplateService_DeleteTemplate_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TemplateService_GrantTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GrantTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).GrantTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_GrantTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).GrantTemplate(ctx, req.(*GrantTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TemplateService_RevokeTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).RevokeTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_RevokeTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).RevokeTemplate(ctx, req.(*RevokeTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TemplateService_ServiceDesc is the grpc.ServiceDesc for TemplateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1764,6 +1854,14 @@ var TemplateService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteTemplate",
 			Handler:    _TemplateService_DeleteTemplate_Handler,
+		},
+		{
+			MethodName: "GrantTemplate",
+			Handler:    _TemplateService_GrantTemplate_Handler,
+		},
+		{
+			MethodName: "RevokeTemplate",
+			Handler:    _TemplateService_RevokeTemplate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -28,14 +28,16 @@ the columns the rules file names with deterministic fakes, checks that none of
 the original values sampled before masking is left, stops the server cleanly
 and seals the result. The source volume is never written. A version that fails
 any step is never published; the error says why and where the server's log is.
-See docs/devtest.md for the rules file.`,
+Developers see and clone the templates granted to their tenant (strata
+template grant). See docs/devtest.md for the rules file.`,
 		`  strata secret set prod-mask --from-file salt.bin
   strata template create crm --from crm-db --mask crm-mask.yaml --keep 3
+  strata template grant crm --tenant team-a
   strata template refresh crm
   strata template list`)
 	cmd.Aliases = []string{"templates", "tpl"}
 	cmd.AddCommand(newTemplateCreateCmd(cf), newTemplateRefreshCmd(cf), newTemplateListCmd(cf),
-		newTemplateInspectCmd(cf), newTemplateDeleteCmd(cf))
+		newTemplateInspectCmd(cf), newTemplateDeleteCmd(cf), newTemplateGrantCmd(cf), newTemplateRevokeCmd(cf))
 	return cmd
 }
 
@@ -231,11 +233,12 @@ func newTemplateInspectCmd(cf *clientFlags) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "inspect NAME",
-		Short: "Show a template, its versions and its rules",
-		Long: `Show a template: its source, its versions (the volume and snapshot each is
-kept in, the tables masked and their rows, the values sampled, the server that
-masked them, how long it took, the clones using it, the build log), the last
-failure and its log, and the rules file.`,
+		Short: "Show a template, its grants, its versions and its rules",
+		Long: `Show a template: its source, the tenants it is granted to (a developer sees
+only its own), its versions (the volume and snapshot each is kept in, the
+tables masked and their rows, the values sampled, the server that masked them,
+how long it took, the clones using it, the build log), the last failure and its
+log, and the rules file.`,
 		Example: `  strata template inspect crm
   strata template inspect crm -o yaml`,
 		Args: exactArgs("NAME"),
@@ -266,6 +269,7 @@ failure and its log, and the rules file.`,
 				}
 				for _, kv := range [][2]string{
 					{"Name", t.Name}, {"Source", t.Source}, {"Keep", keep}, {"Created", formatTime(t.CreatedAt)},
+					{"Granted to", dash(grantTenants(t))},
 					{"Building", building}, {"Last attempt", formatTime(t.LastAttemptAt)},
 					{"Last error", dash(t.LastError)}, {"Last log", dash(t.LastLog)},
 				} {
@@ -328,5 +332,95 @@ they can no longer be reset.`,
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "delete even while clones of the template exist")
+	return cmd
+}
+
+// grantTenants lists the tenants a template is granted to: "team-a, team-b".
+func grantTenants(t *stratav1.Template) string {
+	var names []string
+	for _, g := range t.Grants {
+		names = append(names, g.Tenant)
+	}
+	return strings.Join(names, ", ")
+}
+
+func newTemplateGrantCmd(cf *clientFlags) *cobra.Command {
+	return grantCmd(cf, &cobra.Command{
+		Use:   "grant NAME --tenant TENANT",
+		Short: "Let a tenant's developers see and clone a template",
+		Long: `Grant template NAME to TENANT: its developers see the template (template list,
+inspect) and make clones of any of its versions (strata clone create), which
+belong to their tenant. Granting again changes nothing. A tenant is only a
+name: it may be granted before any user of it exists (strata user create
+--tenant). Admins only.`,
+		Example: `  strata template grant crm --tenant team-a`,
+	}, "tenant to grant the template to (required)", func(ctx context.Context, c *client.Client, name, tenant string) (string, error) {
+		t, err := c.Templates.GrantTemplate(ctx, &stratav1.GrantTemplateRequest{Name: name, Tenant: tenant})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("granted template %s to tenant %s (granted to: %s)", name, tenant, grantTenants(t)), nil
+	})
+}
+
+func newTemplateRevokeCmd(cf *clientFlags) *cobra.Command {
+	return grantCmd(cf, &cobra.Command{
+		Use:   "revoke NAME --tenant TENANT",
+		Short: "Take back a tenant's grant of a template",
+		Long: `Revoke the grant of template NAME to TENANT: its developers no longer see the
+template, make clones of it or reset their clones of it. Their clones are not
+deleted: they keep working, and stay the tenant's until they expire or are
+deleted (strata clone delete). Revoking a grant that does not exist fails and
+lists the template's grants. Admins only.`,
+		Example: `  strata template revoke crm --tenant team-a`,
+	}, "tenant whose grant to revoke (required)", func(ctx context.Context, c *client.Client, name, tenant string) (string, error) {
+		t, err := c.Templates.RevokeTemplate(ctx, &stratav1.RevokeTemplateRequest{Name: name, Tenant: tenant})
+		if err != nil {
+			return "", err
+		}
+		msg := fmt.Sprintf("revoked the grant of template %s to tenant %s (granted to: %s)", name, tenant, dash(grantTenants(t)))
+		// The clones the tenant keeps; the revoke is done whether or not
+		// they can be listed.
+		if resp, err := c.Clones.ListClones(ctx, &stratav1.ListClonesRequest{Template: name}); err == nil {
+			var kept []string
+			for _, cl := range resp.Clones {
+				if cl.Tenant == tenant {
+					kept = append(kept, cl.Name)
+				}
+			}
+			if len(kept) > 0 {
+				msg += fmt.Sprintf("; the tenant's %d clone(s) of it stay until they expire or are deleted: %s", len(kept), strings.Join(kept, ", "))
+			}
+		}
+		return msg, nil
+	})
+}
+
+// grantCmd completes grant or revoke: NAME and --tenant TENANT, checked
+// before any call, then do's call, whose message is printed.
+func grantCmd(cf *clientFlags, cmd *cobra.Command, tenantUsage string, do func(ctx context.Context, c *client.Client, name, tenant string) (string, error)) *cobra.Command {
+	var tenant string
+	cmd.Args = exactArgs("NAME")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		name := args[0]
+		if err := errdefs.ValidateName("template", name); err != nil {
+			return err
+		}
+		if tenant == "" {
+			return fmt.Errorf("--tenant is required: %w", errdefs.ErrInvalidArgument)
+		}
+		if err := errdefs.ValidateName("tenant", tenant); err != nil {
+			return err
+		}
+		return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
+			msg, err := do(ctx, c, name, tenant)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
+			return nil
+		})
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", tenantUsage)
 	return cmd
 }

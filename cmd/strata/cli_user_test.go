@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strata-storage/strata/client"
 	"github.com/strata-storage/strata/internal/meta"
 )
 
@@ -28,11 +29,18 @@ func cliIn(t *testing.T, api, token, stdin string, args ...string) (stdout, stde
 
 var tokenLine = regexp.MustCompile(`^[0-9a-f]{64}\n$`)
 
-// TestUserAndSecretCommands drives strata user and strata secret against a
-// real node: tokens printed once work with their role and tenant at once,
-// rotation and deletion revoke them, a developer's refusals are clear, and
-// secret values go in from stdin or a file and never come out.
-func TestUserAndSecretCommands(t *testing.T) {
+// cliNode is a real node (runUp, in a directory of the test's) for tests of
+// the CLI against it.
+type cliNode struct {
+	t   *testing.T
+	dir string
+	o   upOptions
+	cfg client.Config
+}
+
+// newCLINode starts a node that stops when the test ends.
+func newCLINode(t *testing.T) *cliNode {
+	t.Helper()
 	isolate(t)
 	dir := t.TempDir()
 	o := upOptions{
@@ -46,26 +54,43 @@ func TestUserAndSecretCommands(t *testing.T) {
 		logLevel:      "error",
 	}
 	cfg, _, stop := runUpUntilConfig(t, o)
-	defer stop()
-	as := func(token string, args ...string) (string, error) {
-		t.Helper()
-		out, _, err := cliIn(t, cfg.API, token, "", args...)
-		return out, err
+	t.Cleanup(func() { stop() })
+	return &cliNode{t: t, dir: dir, o: o, cfg: cfg}
+}
+
+// as runs the CLI with token.
+func (n *cliNode) as(token string, args ...string) (string, error) {
+	n.t.Helper()
+	out, _, err := cliIn(n.t, n.cfg.API, token, "", args...)
+	return out, err
+}
+
+// admin runs the CLI with the admin token and fails the test if it fails.
+func (n *cliNode) admin(args ...string) string {
+	n.t.Helper()
+	out, err := n.as(n.cfg.Token, args...)
+	if err != nil {
+		n.t.Fatalf("strata %s: %v", strings.Join(args, " "), err)
 	}
-	admin := func(args ...string) string {
-		t.Helper()
-		out, err := as(cfg.Token, args...)
-		if err != nil {
-			t.Fatalf("strata %s: %v", strings.Join(args, " "), err)
-		}
-		return out
+	return out
+}
+
+// wantErr runs the CLI with token and expects an error mentioning want.
+func (n *cliNode) wantErr(token, want string, args ...string) {
+	n.t.Helper()
+	if _, err := n.as(token, args...); err == nil || !strings.Contains(err.Error(), want) {
+		n.t.Errorf("strata %s: %v, want an error mentioning %q", strings.Join(args, " "), err, want)
 	}
-	wantErr := func(token, want string, args ...string) {
-		t.Helper()
-		if _, err := as(token, args...); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("strata %s: %v, want an error mentioning %q", strings.Join(args, " "), err, want)
-		}
-	}
+}
+
+// TestUserAndSecretCommands drives strata user and strata secret against a
+// real node: tokens printed once work with their role and tenant at once,
+// rotation and deletion revoke them, a developer's refusals are clear, and
+// secret values go in from stdin or a file and never come out.
+func TestUserAndSecretCommands(t *testing.T) {
+	n := newCLINode(t)
+	dir, o, cfg := n.dir, n.o, n.cfg
+	as, admin, wantErr := n.as, n.admin, n.wantErr
 
 	// Users: the token alone on stdout, the warning on stderr.
 	out, stderr, err := cliIn(t, cfg.API, cfg.Token, "", "user", "create", "alice", "--role", "developer", "--tenant", "team-a")

@@ -20,8 +20,6 @@ import (
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/strata-storage/strata/internal/meta"
 )
 
 // The dev/test workflow with real databases: a production database on a
@@ -186,19 +184,6 @@ func volumeHash(t *testing.T, n *node, vol string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// grant grants template to tenant in etcd, as an admin's grant does.
-func grant(t *testing.T, n *node, template, tenant string) {
-	t.Helper()
-	st, err := meta.Open(context.Background(), meta.Config{Endpoints: []string{"http://" + n.etcdC}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.PutGrant(context.Background(), template, tenant); err != nil {
-		t.Fatal(err)
-	}
-}
-
 const shopMask = `engine: postgres
 data_dir: pgdata
 salt_secret: prod-mask
@@ -310,13 +295,21 @@ CHECKPOINT;`, customers, orders, customers))
 	if out := n.run("snapshot", "list", "prod"); strings.Contains(out, "prod@") {
 		t.Fatalf("the template left snapshots on production:\n%s", out)
 	}
-
-	// A developer clones it, and runs a server on the clone.
-	grant(t, n, "shop", "team-a")
+	// A developer clones it once it is granted to her tenant, and runs a
+	// server on the clone.
 	alice := strings.TrimSpace(n.run("user", "create", "alice", "--role", "developer", "--tenant", "team-a"))
 	as := func(args ...string) string {
 		n.t.Helper()
 		return n.run(append([]string{"--token", alice}, args...)...)
+	}
+	if e := n.fail("--token", alice, "clone", "create", "alice-shop", "--template", "shop"); !strings.Contains(e, "not granted to tenant team-a") {
+		t.Errorf("clone before the grant: %q", e)
+	}
+	if e := n.fail("--token", alice, "template", "grant", "shop", "--tenant", "team-a"); !strings.Contains(e, "templates are granted by admins") {
+		t.Errorf("grant as a developer: %q", e)
+	}
+	if out := n.run("template", "grant", "shop", "--tenant", "team-a"); out != "granted template shop to tenant team-a (granted to: team-a)\n" {
+		t.Errorf("grant said %q", out)
 	}
 	start = time.Now()
 	as("clone", "create", "alice-shop", "--template", "shop", "--ttl", "8h", "--idle-expiry", "2h")
@@ -388,6 +381,14 @@ CHECKPOINT;`, customers, orders, customers))
 	}
 	if e := n.fail("template", "delete", "shop"); !strings.Contains(e, "alice-shop") {
 		t.Errorf("delete of a template with a clone: %q", e)
+	}
+	// Revoked: no new clone, and her clone stays hers to delete.
+	if out := n.run("template", "revoke", "shop", "--tenant", "team-a"); !strings.Contains(out, "revoked the grant of template shop to tenant team-a") ||
+		!strings.Contains(out, "alice-shop") {
+		t.Errorf("revoke said %q", out)
+	}
+	if e := n.fail("--token", alice, "clone", "create", "alice-again", "--template", "shop"); !strings.Contains(e, "not granted to tenant team-a") {
+		t.Errorf("clone after the revoke: %q", e)
 	}
 	as("clone", "delete", "alice-shop")
 	n.run("template", "delete", "shop")

@@ -77,6 +77,9 @@ func TestTemplateGrantCommands(t *testing.T) {
 	if out := admin("template", "revoke", "crm", "--tenant", "team-b"); out != "revoked the grant of template crm to tenant team-b (granted to: -)\n" {
 		t.Errorf("last revoke printed %q", out)
 	}
+
+	// The version's volume goes only with the template.
+	wantErr(cfg.Token, "cannot delete volume crm-v1: it belongs to template crm", "volume", "delete", "crm-v1")
 }
 
 // TestTemplateGrantRefusedBeforeAnyCall: mistakes in grant and revoke fail

@@ -26,6 +26,24 @@ func withCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
+type systemKey struct{}
+
+// system returns ctx acting as the node itself (an admin): for work the
+// server does on its own behalf (building versions, expiring clones,
+// reconciling), which the caller was authorized for, or which has no caller.
+// The node itself also changes what callers may not (see
+// refuseTemplateVersion).
+func system(ctx context.Context) context.Context {
+	return context.WithValue(withCaller(ctx, Caller{User: "strata", Role: meta.RoleAdmin}), systemKey{}, true)
+}
+
+// isSystem says whether ctx is the node's own work (system), which no
+// call can be: the auth interceptor builds every call's context.
+func isSystem(ctx context.Context) bool {
+	v, _ := ctx.Value(systemKey{}).(bool)
+	return v
+}
+
 // CallerFrom returns the caller of the call ctx belongs to, which the auth
 // interceptor sets for every call. Without one (work the server does on
 // its own) it is the zero Caller, whom no check allows anything.

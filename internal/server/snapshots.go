@@ -170,6 +170,9 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 	if _, err := s.volumeFor(ctx, vol, actDeleteSnapshot); err != nil {
 		return nil, err
 	}
+	if err := s.refuseTemplateVersion(ctx, vol, req.Name, actDelete); err != nil {
+		return nil, err
+	}
 	rec, err := s.meta.GetSnapshot(ctx, vol, req.Name)
 	if err != nil {
 		return nil, err

@@ -45,13 +45,6 @@ func versionVolume(t string, n int) string { return fmt.Sprintf("tpl-%s-v%d", t,
 
 func templateLock(name string) string { return "template/" + name }
 
-// system returns ctx acting as the node itself (an admin): for work the
-// server does on its own behalf (building versions, expiring clones,
-// reconciling), which the caller was authorized for, or which has no caller.
-func system(ctx context.Context) context.Context {
-	return withCaller(ctx, Caller{User: "strata", Role: meta.RoleAdmin})
-}
-
 func validateTemplateName(name string) error {
 	if err := errdefs.ValidateName("template", name); err != nil {
 		return err
@@ -328,6 +321,68 @@ func (s *Server) build(ctx context.Context, tpl meta.Template, rules *mask.Rules
 	note("published version %d of template %s (%s@%s) in %s", n, tpl.Name, vol, templateSnapshot, time.Since(start).Round(time.Millisecond))
 	s.log.Info("template version published", "template", tpl.Name, "version", n, "seconds", ver.BuildSeconds)
 	return tpl, nil
+}
+
+// heldVersion is the template version a volume holds.
+type heldVersion struct {
+	template string
+	meta.TemplateVersion
+	// building: the version is being made, and the volume is its working
+	// clone.
+	building bool
+}
+
+// templateVersionOf says which template version volume holds: a published
+// one (clones are made from its sealed snapshot) or the one being made
+// (its working clone). ok is false for every other volume, clones of
+// versions included. The templates' records decide, not the volume's name
+// or labels (clones have the labels too).
+func (s *Server) templateVersionOf(ctx context.Context, volume string) (h heldVersion, ok bool, err error) {
+	tpls, err := s.meta.ListTemplates(ctx)
+	if err != nil {
+		return h, false, err
+	}
+	for _, t := range tpls {
+		for _, v := range t.Versions {
+			if v.Volume == volume {
+				return heldVersion{template: t.Name, TemplateVersion: v}, true, nil
+			}
+		}
+		if t.Building != 0 && versionVolume(t.Name, t.Building) == volume {
+			v := meta.TemplateVersion{Number: t.Building, Volume: volume, Snapshot: templateSnapshot}
+			return heldVersion{template: t.Name, TemplateVersion: v, building: true}, true, nil
+		}
+	}
+	return h, false, nil
+}
+
+// refuseTemplateVersion refuses to do (delete, revert, resize) volume, or
+// to delete its snapshot when snapshot is set, when the volume holds a
+// template version (templateVersionOf): a version changes only through its
+// template, or its clones and the template's record would no longer match
+// the data. The node's own work (system) passes: it is what prunes and
+// deletes versions.
+func (s *Server) refuseTemplateVersion(ctx context.Context, volume, snapshot, do string) error {
+	if isSystem(ctx) {
+		return nil
+	}
+	h, ok, err := s.templateVersionOf(ctx, volume)
+	if err != nil || !ok {
+		return err
+	}
+	what := "volume " + volume
+	if snapshot != "" {
+		if snapshot != h.Snapshot {
+			return nil
+		}
+		what = "snapshot " + volume + "@" + snapshot
+	}
+	held := fmt.Sprintf("version %d, which clones are made from (%s@%s)", h.Number, h.Volume, h.Snapshot)
+	if h.building {
+		held = fmt.Sprintf("the working clone of version %d, being made; a failed build removes it", h.Number)
+	}
+	return fmt.Errorf("cannot %s %s: it belongs to template %s (%s); drop old versions with strata template refresh %s --keep N, or the template with strata template delete %s: %w",
+		do, what, h.template, held, h.template, h.template, errdefs.ErrFailedPrecondition)
 }
 
 // syncMounts writes back what the filesystems mounted from volume on this

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -268,4 +269,74 @@ func TestTemplateWithPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	must[*pb.UnmountVolumeResponse](t, "unmount clone")(n.vols().UnmountVolume(alice, &pb.UnmountVolumeRequest{Target: cloneDir}))
+}
+
+// TestTemplateVersionsAreProtected: the volume of a template version, and
+// its sealed snapshot, are changed only through the template: deleting,
+// reverting or resizing them, or deleting the snapshot, is refused and
+// says what to use instead. Clones of versions are ordinary volumes.
+func TestTemplateVersionsAreProtected(t *testing.T) {
+	n := newNode(t)
+	bg := context.Background()
+	admin := authed(bg)
+	fakeTemplate(t, n, "crm", 2)
+	vc, sc := n.vols(), n.snaps()
+
+	refused := func(what string, err error, words ...string) {
+		t.Helper()
+		wantCode(t, what, err, codes.FailedPrecondition)
+		msg := status.Convert(err).Message()
+		for _, w := range append(words, "it belongs to template crm", "strata template refresh crm --keep N", "strata template delete crm") {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s: %q does not say %q", what, msg, w)
+			}
+		}
+	}
+	_, err := vc.DeleteVolume(admin, &pb.DeleteVolumeRequest{Name: "crm-b1"})
+	refused("delete", err, "cannot delete volume crm-b1", "version 1, which clones are made from (crm-b1@masked)")
+	_, err = vc.RevertVolume(admin, &pb.RevertVolumeRequest{Name: "crm-b2", Snapshot: templateSnapshot})
+	refused("revert", err, "cannot revert volume crm-b2", "version 2")
+	_, err = vc.ResizeVolume(admin, &pb.ResizeVolumeRequest{Name: "crm-b1", SizeBytes: 32 * mib})
+	refused("resize", err, "cannot resize volume crm-b1")
+	_, err = sc.DeleteSnapshot(admin, &pb.DeleteSnapshotRequest{Volume: "crm-b1", Name: templateSnapshot})
+	refused("delete the snapshot", err, "cannot delete snapshot crm-b1@masked")
+	// Over REST, the same.
+	var e struct{ Message string }
+	if code := n.rest("DELETE", "/v1/volumes/crm-b2", testToken, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Message, "strata template delete crm") {
+		t.Errorf("rest delete: %d %+v", code, e)
+	}
+
+	// Nothing changed.
+	for _, v := range []string{"crm-b1", "crm-b2"} {
+		got := must[*pb.Volume](t, "get")(vc.GetVolume(admin, &pb.GetVolumeRequest{Name: v}))
+		if got.SizeBytes != 16*mib || got.SnapshotCount != 1 || got.State != meta.StateReady {
+			t.Errorf("volume %s after the refusals: %v", v, got)
+		}
+	}
+
+	// Other snapshots of a version's volume, and clones, are the caller's.
+	must[*pb.Snapshot](t, "snapshot")(sc.CreateSnapshot(admin, &pb.CreateSnapshotRequest{Volume: "crm-b1", Name: "extra"}))
+	must[*pb.DeleteSnapshotResponse](t, "delete another snapshot")(sc.DeleteSnapshot(admin, &pb.DeleteSnapshotRequest{Volume: "crm-b1", Name: "extra"}))
+	must[*pb.Clone](t, "clone")(n.clones().CreateClone(admin, &pb.CreateCloneRequest{Name: "qa", Template: "crm"}))
+	must[*pb.Volume](t, "resize a clone")(vc.ResizeVolume(admin, &pb.ResizeVolumeRequest{Name: "qa", SizeBytes: 32 * mib}))
+	must[*pb.DeleteVolumeResponse](t, "delete a clone")(vc.DeleteVolume(admin, &pb.DeleteVolumeRequest{Name: "qa"}))
+
+	// The working clone of a version being made.
+	must[*pb.Volume](t, "create")(vc.CreateVolume(admin, &pb.CreateVolumeRequest{Name: "tpl-orders-v3", SizeBytes: 16 * mib}))
+	if _, err := n.meta.CreateTemplate(bg, meta.Template{Name: "orders", Source: "prod", Building: 3}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = vc.DeleteVolume(admin, &pb.DeleteVolumeRequest{Name: "tpl-orders-v3"})
+	wantCode(t, "delete a working clone", err, codes.FailedPrecondition)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "the working clone of version 3, being made") {
+		t.Errorf("delete a working clone: %q", msg)
+	}
+
+	// The template's own calls change them: delete takes the versions.
+	must[*pb.DeleteTemplateResponse](t, "delete the template")(n.templates().DeleteTemplate(admin, &pb.DeleteTemplateRequest{Name: "crm"}))
+	for _, v := range []string{"crm-b1", "crm-b2"} {
+		if _, err := n.meta.GetVolume(bg, v); err == nil {
+			t.Errorf("volume %s stays after the template was deleted", v)
+		}
+	}
 }

@@ -319,6 +319,9 @@ func (s *Server) DeleteVolume(ctx context.Context, req *pb.DeleteVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refuseTemplateVersion(ctx, name, "", actDelete); err != nil {
+		return nil, err
+	}
 	prev := rec.State
 	if rec.State != meta.StateDeleting {
 		if rec.Node == s.node {
@@ -365,6 +368,9 @@ func (s *Server) ResizeVolume(ctx context.Context, req *pb.ResizeVolumeRequest) 
 
 	rec, err := s.readyVolumeFor(ctx, name, actResize)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refuseTemplateVersion(ctx, name, "", actResize); err != nil {
 		return nil, err
 	}
 	if sz < rec.Size {
@@ -416,6 +422,9 @@ func (s *Server) RevertVolume(ctx context.Context, req *pb.RevertVolumeRequest) 
 
 	rec, err := s.readyVolumeFor(ctx, name, actRevert)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refuseTemplateVersion(ctx, name, "", actRevert); err != nil {
 		return nil, err
 	}
 	snap, err := s.meta.GetSnapshot(ctx, name, req.Snapshot)

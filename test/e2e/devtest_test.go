@@ -295,6 +295,13 @@ CHECKPOINT;`, customers, orders, customers))
 	if out := n.run("snapshot", "list", "prod"); strings.Contains(out, "prod@") {
 		t.Fatalf("the template left snapshots on production:\n%s", out)
 	}
+	// The version's volume and snapshot change only through the template.
+	for _, args := range [][]string{{"volume", "delete", "tpl-shop-v1"}, {"snapshot", "delete", "tpl-shop-v1@masked"}} {
+		if e := n.fail(args...); !strings.Contains(e, "it belongs to template shop") || !strings.Contains(e, "strata template delete shop") {
+			t.Errorf("strata %s: %q", strings.Join(args, " "), e)
+		}
+	}
+
 	// A developer clones it once it is granted to her tenant, and runs a
 	// server on the clone.
 	alice := strings.TrimSpace(n.run("user", "create", "alice", "--role", "developer", "--tenant", "team-a"))

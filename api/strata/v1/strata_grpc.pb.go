@@ -51,14 +51,18 @@ type VolumeServiceClient interface {
 	ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error)
 	GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
 	// DeleteVolume removes a volume; it is refused while the volume is exported
-	// (NBD clients connected) or mounted. Layers that clones share stay.
+	// (NBD clients connected) or mounted. Layers that clones share stay. The
+	// volume of a template version (tpl-NAME-vN) is FailedPrecondition: it
+	// goes with its template (TemplateService), as its resizes and reverts.
 	DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
-	// ResizeVolume grows a volume online; shrinking is refused.
+	// ResizeVolume grows a volume online; shrinking is refused, and so is a
+	// template version's volume (FailedPrecondition).
 	ResizeVolume(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
 	// CloneVolume makes a thin clone of a snapshot: O(1) whatever the size.
 	CloneVolume(ctx context.Context, in *CloneVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
 	// RevertVolume drops every write made since a snapshot; refused while the
-	// volume is exported or mounted.
+	// volume is exported or mounted, and for a template version's volume
+	// (FailedPrecondition).
 	RevertVolume(ctx context.Context, in *RevertVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
 	// ExportVolume returns the NBD URI that serves the volume.
 	ExportVolume(ctx context.Context, in *ExportVolumeRequest, opts ...grpc.CallOption) (*ExportVolumeResponse, error)
@@ -231,14 +235,18 @@ type VolumeServiceServer interface {
 	ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error)
 	GetVolume(context.Context, *GetVolumeRequest) (*Volume, error)
 	// DeleteVolume removes a volume; it is refused while the volume is exported
-	// (NBD clients connected) or mounted. Layers that clones share stay.
+	// (NBD clients connected) or mounted. Layers that clones share stay. The
+	// volume of a template version (tpl-NAME-vN) is FailedPrecondition: it
+	// goes with its template (TemplateService), as its resizes and reverts.
 	DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
-	// ResizeVolume grows a volume online; shrinking is refused.
+	// ResizeVolume grows a volume online; shrinking is refused, and so is a
+	// template version's volume (FailedPrecondition).
 	ResizeVolume(context.Context, *ResizeVolumeRequest) (*Volume, error)
 	// CloneVolume makes a thin clone of a snapshot: O(1) whatever the size.
 	CloneVolume(context.Context, *CloneVolumeRequest) (*Volume, error)
 	// RevertVolume drops every write made since a snapshot; refused while the
-	// volume is exported or mounted.
+	// volume is exported or mounted, and for a template version's volume
+	// (FailedPrecondition).
 	RevertVolume(context.Context, *RevertVolumeRequest) (*Volume, error)
 	// ExportVolume returns the NBD URI that serves the volume.
 	ExportVolume(context.Context, *ExportVolumeRequest) (*ExportVolumeResponse, error)
@@ -643,7 +651,9 @@ type SnapshotServiceClient interface {
 	// ListSnapshots lists a volume's snapshots, or every volume's when volume is empty.
 	ListSnapshots(ctx context.Context, in *ListSnapshotsRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error)
 	// DeleteSnapshot removes a snapshot; layers that clones use stay until the
-	// last clone is gone, and the response says so.
+	// last clone is gone, and the response says so. The sealed snapshot of a
+	// template version (tpl-NAME-vN@masked) is FailedPrecondition: it goes
+	// with its template.
 	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
 }
 
@@ -696,7 +706,9 @@ type SnapshotServiceServer interface {
 	// ListSnapshots lists a volume's snapshots, or every volume's when volume is empty.
 	ListSnapshots(context.Context, *ListSnapshotsRequest) (*ListSnapshotsResponse, error)
 	// DeleteSnapshot removes a snapshot; layers that clones use stay until the
-	// last clone is gone, and the response says so.
+	// last clone is gone, and the response says so. The sealed snapshot of a
+	// template version (tpl-NAME-vN@masked) is FailedPrecondition: it goes
+	// with its template.
 	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
 	mustEmbedUnimplementedSnapshotServiceServer()
 }

@@ -236,6 +236,10 @@ func (s *Server) build(ctx context.Context, tpl meta.Template, rules *mask.Rules
 		return s.buildFailed(ctx, tpl, step, err, logf.Name())
 	}
 
+	if err := s.versionNamesFree(ctx, tpl.Source, vol); err != nil {
+		note("failed: %v", err)
+		return s.buildFailed(ctx, tpl, "take the version's names", err, logf.Name())
+	}
 	s.syncMounts(tpl.Source, note)
 	if _, err := s.CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: tpl.Source, Name: vol}); err != nil {
 		return fail("snapshot "+tpl.Source, err)
@@ -383,6 +387,32 @@ func (s *Server) refuseTemplateVersion(ctx context.Context, volume, snapshot, do
 	}
 	return fmt.Errorf("cannot %s %s: it belongs to template %s (%s); drop old versions with strata template refresh %s --keep N, or the template with strata template delete %s: %w",
 		do, what, h.template, held, h.template, h.template, errdefs.ErrFailedPrecondition)
+}
+
+// versionNamesFree checks that nothing has the names a version's build
+// gives its working clone (vol) and the source's snapshot (source@vol): a
+// failed build removes what has them (removeWorkingClone), which must be
+// what the build made.
+func (s *Server) versionNamesFree(ctx context.Context, source, vol string) error {
+	taken := func(what string) error {
+		return fmt.Errorf("%s exists, and making the version needs the name: rename or delete it: %w", what, errdefs.ErrFailedPrecondition)
+	}
+	if _, err := s.meta.GetVolume(ctx, vol); err == nil {
+		return taken(fmt.Sprintf("a volume named %s", vol))
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	if _, err := s.meta.GetClone(ctx, vol); err == nil {
+		return taken(fmt.Sprintf("a clone named %s", vol))
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	if _, err := s.meta.GetSnapshot(ctx, source, vol); err == nil {
+		return taken(fmt.Sprintf("snapshot %s@%s", source, vol))
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // syncMounts writes back what the filesystems mounted from volume on this

@@ -340,3 +340,42 @@ func TestTemplateVersionsAreProtected(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateBuildLeavesOthersNamesAlone: a version whose working clone's
+// name, or its source snapshot's, is taken is not made, and what has the
+// name is left as it was (a failed build removes what has the names).
+func TestTemplateBuildLeavesOthersNamesAlone(t *testing.T) {
+	n := newNode(t)
+	bg := context.Background()
+	admin := authed(bg)
+	vc, sc, tc := n.vols(), n.snaps(), n.templates()
+	if _, err := n.meta.PutSecret(bg, "prod-mask", []byte("0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	must[*pb.Volume](t, "create prod")(vc.CreateVolume(admin, &pb.CreateVolumeRequest{Name: "prod", SizeBytes: 16 * mib}))
+	must[*pb.Volume](t, "create")(vc.CreateVolume(admin, &pb.CreateVolumeRequest{Name: "tpl-shop-v1", SizeBytes: 16 * mib}))
+	writeNBD(t, n, "tpl-shop-v1", 0, []byte("keep me"))
+
+	_, err := tc.CreateTemplate(admin, &pb.CreateTemplateRequest{Name: "shop", Source: "prod", Rules: shopRules})
+	wantCode(t, "create with the working clone's name taken", err, codes.FailedPrecondition)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "a volume named tpl-shop-v1 exists") {
+		t.Errorf("create says %q", msg)
+	}
+	if got := string(readNBD(t, n, "tpl-shop-v1")); got != "keep me" {
+		t.Fatalf("the volume that had the name reads %q", got)
+	}
+	must[*pb.DeleteVolumeResponse](t, "delete")(vc.DeleteVolume(admin, &pb.DeleteVolumeRequest{Name: "tpl-shop-v1"}))
+
+	must[*pb.Snapshot](t, "snapshot")(sc.CreateSnapshot(admin, &pb.CreateSnapshotRequest{Volume: "prod", Name: "tpl-shop-v1"}))
+	_, err = tc.CreateTemplate(admin, &pb.CreateTemplateRequest{Name: "shop", Source: "prod", Rules: shopRules})
+	wantCode(t, "create with the source snapshot's name taken", err, codes.FailedPrecondition)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "snapshot prod@tpl-shop-v1 exists") {
+		t.Errorf("create says %q", msg)
+	}
+	if _, err := n.meta.GetSnapshot(bg, "prod", "tpl-shop-v1"); err != nil {
+		t.Fatalf("the snapshot that had the name: %v", err)
+	}
+	if _, err := n.meta.GetTemplate(bg, "shop"); err == nil {
+		t.Fatal("a template without a version stays")
+	}
+}

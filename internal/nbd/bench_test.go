@@ -3,46 +3,16 @@ package nbd
 import (
 	"fmt"
 	"io"
-	"sync"
 	"testing"
+
+	"github.com/strata-storage/strata/internal/nbd/nbdtest"
 )
-
-// memBackend is a device in memory, so that benchmarks measure the server.
-type memBackend struct {
-	mu   sync.RWMutex
-	data []byte
-}
-
-func (m *memBackend) ReadAt(p []byte, off int64) (int, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return copy(p, m.data[off:]), nil
-}
-
-func (m *memBackend) WriteAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(m.data[off:], p), nil
-}
-
-func (m *memBackend) Flush() error { return nil }
-
-func (m *memBackend) Trim(off, length int64) error { return m.WriteZeroes(off, length) }
-
-func (m *memBackend) WriteZeroes(off, length int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	clear(m.data[off : off+length])
-	return nil
-}
-
-func (m *memBackend) Size() int64 { return int64(len(m.data)) }
 
 // BenchmarkPipelined keeps 32 requests in flight on one loopback
 // connection to an in-memory export.
 func BenchmarkPipelined(b *testing.B) {
 	const span = 64 << 20
-	be := &memBackend{data: make([]byte, span)}
+	be := nbdtest.NewMem(span)
 	for _, bc := range []struct {
 		typ  uint16
 		size int

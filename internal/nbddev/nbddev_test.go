@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,50 +13,10 @@ import (
 
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/nbd"
+	"github.com/strata-storage/strata/internal/nbd/nbdtest"
 )
 
-// memBackend is a growable device in memory.
-type memBackend struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (m *memBackend) ReadAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(p, m.data[off:]), nil
-}
-
-func (m *memBackend) WriteAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(m.data[off:], p), nil
-}
-
-func (m *memBackend) Flush() error { return nil }
-
-func (m *memBackend) Trim(off, length int64) error { return m.WriteZeroes(off, length) }
-
-func (m *memBackend) WriteZeroes(off, length int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	clear(m.data[off : off+length])
-	return nil
-}
-
-func (m *memBackend) Size() int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return int64(len(m.data))
-}
-
-func (m *memBackend) grow(size int64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.data = append(m.data, make([]byte, size-int64(len(m.data)))...)
-}
-
-type memExports map[string]*memBackend
+type memExports map[string]*nbdtest.Mem
 
 func (e memExports) Open(ctx context.Context, name string) (nbd.Backend, func(), error) {
 	b, ok := e[name]
@@ -83,7 +42,7 @@ func needKernelNBD(t *testing.T) {
 
 func TestAttachWriteGrowDetach(t *testing.T) {
 	needKernelNBD(t)
-	be := &memBackend{data: make([]byte, 8<<20)}
+	be := nbdtest.NewMem(8 << 20)
 	a := New(nbd.NewServer(memExports{"vol": be}), t.TempDir())
 	d, err := a.Attach(context.Background(), "vol", false)
 	if err != nil {
@@ -106,11 +65,13 @@ func TestAttachWriteGrowDetach(t *testing.T) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if got := be.data[1<<20 : 1<<20+24]; string(got) != "written through /dev/nbd" {
+	got := make([]byte, 24)
+	be.ReadAt(got, 1<<20)
+	if string(got) != "written through /dev/nbd" {
 		t.Fatalf("backend holds %q", got)
 	}
 
-	be.grow(16 << 20)
+	be.Grow(16 << 20)
 	if err := d.Grow(16 << 20); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +81,7 @@ func TestAttachWriteGrowDetach(t *testing.T) {
 	if err := d.Grow(8 << 20); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("shrinking: %v, want ErrFailedPrecondition", err)
 	}
-	copy(be.data[12<<20:], "past the old end")
+	be.WriteAt([]byte("past the old end"), 12<<20)
 	rb := make([]byte, 4096)
 	if _, err := f.ReadAt(rb, 12<<20); err != nil || !bytes.HasPrefix(rb, []byte("past the old end")) {
 		t.Fatalf("read past the old end: %q, %v", rb[:16], err)
@@ -151,7 +112,7 @@ func TestAttachUnknownExport(t *testing.T) {
 
 func TestAttachReadOnly(t *testing.T) {
 	needKernelNBD(t)
-	be := &memBackend{data: make([]byte, 1<<20)}
+	be := nbdtest.NewMem(1 << 20)
 	a := New(nbd.NewServer(memExports{"vol": be}), t.TempDir())
 	d, err := a.Attach(context.Background(), "vol", true)
 	if err != nil {
@@ -180,7 +141,7 @@ func TestAttachReadOnly(t *testing.T) {
 // disconnects it and that of another identity does not.
 func TestCleanup(t *testing.T) {
 	needKernelNBD(t)
-	be := &memBackend{data: make([]byte, 1<<20)}
+	be := nbdtest.NewMem(1 << 20)
 	id := t.TempDir()
 	a := New(nbd.NewServer(memExports{"vol": be}), id)
 	d, err := a.Attach(context.Background(), "vol", false)

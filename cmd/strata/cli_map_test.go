@@ -25,6 +25,9 @@ func TestMapAndUnmap(t *testing.T) {
 	if out := must(t, srv, "volume", "inspect", "raw", "-o", "json"); !strings.Contains(out, strings.TrimSpace(dev)) {
 		t.Errorf("inspect does not show the device:\n%s", out)
 	}
+	if out := must(t, srv, "volume", "inspect", "raw"); !strings.Contains(out, "Devices:") || !strings.Contains(out, strings.TrimSpace(dev)) {
+		t.Errorf("inspect's table does not show the device:\n%s", out)
+	}
 	if out := must(t, srv, "volume", "unmap", "raw"); out != "unmapped volume raw\n" {
 		t.Errorf("volume unmap printed %q", out)
 	}

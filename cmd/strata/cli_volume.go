@@ -142,6 +142,7 @@ func newVolumeInspectCmd(cf *clientFlags) *cobra.Command {
 		Short: "Show the details of a volume",
 		Long: `Show everything the API knows about one volume: size, allocation, parent
 snapshot, snapshot count, layer depth, node, state, NBD connections, mounts,
+raw block devices it is mapped as,
 IOPS and bandwidth limits (READ,WRITE or one value for both; - for none), and
 the tenant that owns it (- for a volume of no tenant, which only admins manage).`,
 		Example: `  strata volume inspect demo
@@ -174,6 +175,7 @@ the tenant that owns it (- for a volume of no tenant, which only admins manage).
 					{"State", dash(v.State)},
 					{"Exports", strconv.Itoa(int(v.ExportConnections))},
 					{"Mounts", dash(strings.Join(v.Mounts, ", "))},
+					{"Devices", dash(strings.Join(v.Devices, ", "))},
 					{"Max IOPS", formatIOPS(v.Qos)},
 					{"Max bandwidth", formatBandwidth(v.Qos)},
 					{"Labels", dash(formatLabels(v.Labels))},

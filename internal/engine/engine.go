@@ -47,8 +47,21 @@ type Volume struct {
 	lastIO atomic.Int64
 }
 
-// LastIO returns when the last read, write, trim or write-zeroes came; the
-// zero time if none has.
+// lastIOGrain is the resolution of LastIO: the clock is written at most
+// once per grain, so that concurrent I/O does not contend on its cache line
+// (idle expiry is counted in minutes and hours).
+const lastIOGrain = int64(time.Second)
+
+// touch records that I/O came now.
+func (v *Volume) touch() {
+	now := time.Now().UnixNano()
+	if now-v.lastIO.Load() >= lastIOGrain {
+		v.lastIO.Store(now)
+	}
+}
+
+// LastIO returns when the last read, write, trim or write-zeroes came, to
+// within lastIOGrain; the zero time if none has.
 func (v *Volume) LastIO() time.Time {
 	if n := v.lastIO.Load(); n != 0 {
 		return time.Unix(0, n)
@@ -99,7 +112,7 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	if v.closed {
 		return 0, ErrClosed
 	}
-	v.lastIO.Store(time.Now().UnixNano())
+	v.touch()
 	return v.replicas[0].ReadAt(p, off)
 }
 
@@ -113,7 +126,7 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	if v.closed {
 		return 0, ErrClosed
 	}
-	v.lastIO.Store(time.Now().UnixNano())
+	v.touch()
 	err := v.each(func(r Replica) error { _, err := r.WriteAt(p, off); return err })
 	if err != nil {
 		return 0, err
@@ -144,7 +157,7 @@ func (v *Volume) Trim(off, length int64) error {
 	if v.closed {
 		return ErrClosed
 	}
-	v.lastIO.Store(time.Now().UnixNano())
+	v.touch()
 	return v.each(func(r Replica) error { return r.Trim(off, length) })
 }
 
@@ -158,7 +171,7 @@ func (v *Volume) WriteZeroes(off, length int64) error {
 	if v.closed {
 		return ErrClosed
 	}
-	v.lastIO.Store(time.Now().UnixNano())
+	v.touch()
 	return v.each(func(r Replica) error { return r.WriteZeroes(off, length) })
 }
 

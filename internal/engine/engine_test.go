@@ -126,23 +126,34 @@ func TestLastIO(t *testing.T) {
 	if !v.LastIO().IsZero() {
 		t.Fatal("a new engine has seen I/O")
 	}
-	before := time.Now()
 	v.Flush() // moves no data: not I/O for the idle clock
 	if !v.LastIO().IsZero() {
 		t.Fatal("a flush counts as I/O")
 	}
-	for _, io := range []func() error{
-		func() error { _, err := v.ReadAt(make([]byte, 512), 0); return err },
-		func() error { _, err := v.WriteAt(make([]byte, 512), 0); return err },
-		func() error { return v.Trim(0, 4096) },
-		func() error { return v.WriteZeroes(0, 4096) },
+	// Each kind of I/O, on an engine of its own, starts the clock.
+	for i, io := range []func(v *Volume) error{
+		func(v *Volume) error { _, err := v.ReadAt(make([]byte, 512), 0); return err },
+		func(v *Volume) error { _, err := v.WriteAt(make([]byte, 512), 0); return err },
+		func(v *Volume) error { return v.Trim(0, 4096) },
+		func(v *Volume) error { return v.WriteZeroes(0, 4096) },
 	} {
-		last := v.LastIO()
-		if err := io(); err != nil {
+		v, _ := New("vol", newMem(8192))
+		before := time.Now()
+		if err := io(v); err != nil {
 			t.Fatal(err)
 		}
-		if got := v.LastIO(); got.Before(before) || got.Before(last) {
-			t.Fatalf("LastIO %v after I/O at %v", got, before)
+		if got := v.LastIO(); got.Before(before) || got.After(time.Now()) {
+			t.Fatalf("I/O %d: LastIO %v, want between %v and now", i, got, before)
 		}
+	}
+	// The clock moves at most once per lastIOGrain.
+	v.WriteAt(make([]byte, 512), 0)
+	first := v.LastIO()
+	if first.IsZero() {
+		t.Fatal("no I/O seen after a write")
+	}
+	v.WriteAt(make([]byte, 512), 0)
+	if got := v.LastIO(); !got.Equal(first) {
+		t.Fatalf("LastIO moved from %v to %v within %v", first, got, time.Duration(lastIOGrain))
 	}
 }

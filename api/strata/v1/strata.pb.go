@@ -26,6 +26,219 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GetJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJoinTokenRequest) Reset() {
+	*x = GetJoinTokenRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJoinTokenRequest) ProtoMessage() {}
+
+func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*GetJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+}
+
+type JoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type JoinClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Peer URL the joining node's embedded etcd member will listen on; empty
+	// when the node does not offer to run a member.
+	EtcdPeerUrl   string `protobuf:"bytes,3,opt,name=etcd_peer_url,json=etcdPeerUrl,proto3" json:"etcd_peer_url,omitempty"`
+	EtcdClientUrl string `protobuf:"bytes,4,opt,name=etcd_client_url,json=etcdClientUrl,proto3" json:"etcd_client_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JoinClusterRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetEtcdPeerUrl() string {
+	if x != nil {
+		return x.EtcdPeerUrl
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetEtcdClientUrl() string {
+	if x != nil {
+		return x.EtcdClientUrl
+	}
+	return ""
+}
+
+type JoinClusterResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Client URLs of the cluster's etcd.
+	EtcdEndpoints []string `protobuf:"bytes,2,rep,name=etcd_endpoints,json=etcdEndpoints,proto3" json:"etcd_endpoints,omitempty"`
+	// When set, the node starts an embedded etcd member joining this initial
+	// cluster ("name=peerURL,..."); when empty it is an etcd client only.
+	EtcdInitialCluster string `protobuf:"bytes,3,opt,name=etcd_initial_cluster,json=etcdInitialCluster,proto3" json:"etcd_initial_cluster,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JoinClusterResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinClusterResponse) GetEtcdEndpoints() []string {
+	if x != nil {
+		return x.EtcdEndpoints
+	}
+	return nil
+}
+
+func (x *JoinClusterResponse) GetEtcdInitialCluster() string {
+	if x != nil {
+		return x.EtcdInitialCluster
+	}
+	return ""
+}
+
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -42,7 +255,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +267,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +280,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *User) GetName() string {
@@ -118,7 +331,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +343,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +356,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -178,7 +391,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +403,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +416,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -228,7 +441,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +453,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +466,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
 }
 
 type ListUsersResponse struct {
@@ -265,7 +478,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +490,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +503,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -309,7 +522,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +534,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +547,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteUserRequest) GetName() string {
@@ -352,7 +565,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +577,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +590,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
 }
 
 type RotateUserTokenRequest struct {
@@ -389,7 +602,7 @@ type RotateUserTokenRequest struct {
 
 func (x *RotateUserTokenRequest) Reset() {
 	*x = RotateUserTokenRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +614,7 @@ func (x *RotateUserTokenRequest) String() string {
 func (*RotateUserTokenRequest) ProtoMessage() {}
 
 func (x *RotateUserTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +627,7 @@ func (x *RotateUserTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateUserTokenRequest.ProtoReflect.Descriptor instead.
 func (*RotateUserTokenRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RotateUserTokenRequest) GetName() string {
@@ -435,7 +648,7 @@ type RotateUserTokenResponse struct {
 
 func (x *RotateUserTokenResponse) Reset() {
 	*x = RotateUserTokenResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +660,7 @@ func (x *RotateUserTokenResponse) String() string {
 func (*RotateUserTokenResponse) ProtoMessage() {}
 
 func (x *RotateUserTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +673,7 @@ func (x *RotateUserTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateUserTokenResponse.ProtoReflect.Descriptor instead.
 func (*RotateUserTokenResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RotateUserTokenResponse) GetUser() *User {
@@ -485,7 +698,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +710,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +723,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
 }
 
 // Secret describes a secret; its value is never returned.
@@ -525,7 +738,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +750,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +763,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Secret) GetName() string {
@@ -586,7 +799,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +811,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +824,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -636,7 +849,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +861,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +874,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
 }
 
 type ListSecretsResponse struct {
@@ -673,7 +886,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +898,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +911,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*Secret {
@@ -717,7 +930,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +942,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +955,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -760,7 +973,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +985,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +998,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
 }
 
 type Volume struct {
@@ -817,14 +1030,23 @@ type Volume struct {
 	Devices []string `protobuf:"bytes,40,rep,name=devices,proto3" json:"devices,omitempty"`
 	// Tenant owning the volume (a developer's clone), or empty: a volume of
 	// no tenant, which only admins manage.
-	Tenant        string `protobuf:"bytes,50,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,50,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Replicas wanted (1 to 3).
+	ReplicasWanted int32 `protobuf:"varint,60,opt,name=replicas_wanted,json=replicasWanted,proto3" json:"replicas_wanted,omitempty"`
+	// The volume's replicas, one per node.
+	Replicas []*VolumeReplica `protobuf:"bytes,61,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Epoch of the volume's replica set: raised by every change of the
+	// in-sync set and every attach; replicas refuse writes of older epochs.
+	Epoch uint64 `protobuf:"varint,62,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// True when fewer replicas are in sync than wanted.
+	Degraded      bool `protobuf:"varint,63,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1058,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1071,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Volume) GetName() string {
@@ -957,6 +1179,369 @@ func (x *Volume) GetTenant() string {
 	return ""
 }
 
+func (x *Volume) GetReplicasWanted() int32 {
+	if x != nil {
+		return x.ReplicasWanted
+	}
+	return 0
+}
+
+func (x *Volume) GetReplicas() []*VolumeReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *Volume) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Volume) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+// VolumeReplica is one copy of a volume's data.
+type VolumeReplica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// in-sync, catching-up or out
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// When the replica entered its mode.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeReplica) Reset() {
+	*x = VolumeReplica{}
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeReplica) ProtoMessage() {}
+
+func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
+func (*VolumeReplica) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *VolumeReplica) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VolumeReplica) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *VolumeReplica) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type AttachVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Node to run the engine on; the node serving the call when empty.
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachVolumeRequest) Reset() {
+	*x = AttachVolumeRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachVolumeRequest) ProtoMessage() {}
+
+func (x *AttachVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachVolumeRequest.ProtoReflect.Descriptor instead.
+func (*AttachVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AttachVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AttachVolumeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type UpdateVolumeReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Replicas      int32                  `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateVolumeReplicasRequest) Reset() {
+	*x = UpdateVolumeReplicasRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateVolumeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateVolumeReplicasRequest) ProtoMessage() {}
+
+func (x *UpdateVolumeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateVolumeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*UpdateVolumeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateVolumeReplicasRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateVolumeReplicasRequest) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+type CheckVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Size of the regions compared; 1 MiB when 0.
+	RegionBytes   int64 `protobuf:"varint,2,opt,name=region_bytes,json=regionBytes,proto3" json:"region_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckVolumeRequest) Reset() {
+	*x = CheckVolumeRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckVolumeRequest) ProtoMessage() {}
+
+func (x *CheckVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CheckVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CheckVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckVolumeRequest) GetRegionBytes() int64 {
+	if x != nil {
+		return x.RegionBytes
+	}
+	return 0
+}
+
+type CheckVolumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nodes whose replicas were compared.
+	Nodes []string `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Byte ranges where the replicas differ; empty when identical.
+	Differing     []*Extent `protobuf:"bytes,2,rep,name=differing,proto3" json:"differing,omitempty"`
+	ComparedBytes int64     `protobuf:"varint,3,opt,name=compared_bytes,json=comparedBytes,proto3" json:"compared_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckVolumeResponse) Reset() {
+	*x = CheckVolumeResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckVolumeResponse) ProtoMessage() {}
+
+func (x *CheckVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CheckVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CheckVolumeResponse) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *CheckVolumeResponse) GetDiffering() []*Extent {
+	if x != nil {
+		return x.Differing
+	}
+	return nil
+}
+
+func (x *CheckVolumeResponse) GetComparedBytes() int64 {
+	if x != nil {
+		return x.ComparedBytes
+	}
+	return 0
+}
+
+type Extent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Extent) Reset() {
+	*x = Extent{}
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Extent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Extent) ProtoMessage() {}
+
+func (x *Extent) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Extent.ProtoReflect.Descriptor instead.
+func (*Extent) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Extent) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Extent) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // QosLimits caps a volume's I/O. In a request a field left out means "as
 // is" (UpdateVolume) or "the cluster default" (clones) or "no limit"; 0
 // removes a limit. Reads and writes count against IOPS as one operation
@@ -975,7 +1560,7 @@ type QosLimits struct {
 
 func (x *QosLimits) Reset() {
 	*x = QosLimits{}
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1572,7 @@ func (x *QosLimits) String() string {
 func (*QosLimits) ProtoMessage() {}
 
 func (x *QosLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1585,7 @@ func (x *QosLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QosLimits.ProtoReflect.Descriptor instead.
 func (*QosLimits) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *QosLimits) GetMaxReadIops() int64 {
@@ -1043,14 +1628,21 @@ type CreateVolumeRequest struct {
 	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Optional QoS limits. A clone (from_snapshot) gets the cluster's
 	// clone-default limits for the fields left out.
-	Qos           *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
+	Qos *QosLimits `protobuf:"bytes,30,opt,name=qos,proto3" json:"qos,omitempty"`
+	// Replicas (1 to 3; 1 when 0), placed on distinct nodes spread across
+	// zones then racks, on the nodes with the most free space.
+	Replicas int32 `protobuf:"varint,40,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Optional: place replicas only on these nodes.
+	Nodes []string `protobuf:"bytes,41,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Optional: place replicas only in these zones (node label zone).
+	Zones         []string `protobuf:"bytes,42,rep,name=zones,proto3" json:"zones,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1654,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1667,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -1113,6 +1705,27 @@ func (x *CreateVolumeRequest) GetQos() *QosLimits {
 	return nil
 }
 
+func (x *CreateVolumeRequest) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *CreateVolumeRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *CreateVolumeRequest) GetZones() []string {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
 type ListVolumesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1121,7 +1734,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1746,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1759,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 type ListVolumesResponse struct {
@@ -1158,7 +1771,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1783,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1796,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*Volume {
@@ -1202,7 +1815,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1827,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1840,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetVolumeRequest) GetName() string {
@@ -1246,7 +1859,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1871,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1884,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -1289,7 +1902,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1914,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1927,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 type ResizeVolumeRequest struct {
@@ -1327,7 +1940,7 @@ type ResizeVolumeRequest struct {
 
 func (x *ResizeVolumeRequest) Reset() {
 	*x = ResizeVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1952,7 @@ func (x *ResizeVolumeRequest) String() string {
 func (*ResizeVolumeRequest) ProtoMessage() {}
 
 func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1965,7 @@ func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResizeVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ResizeVolumeRequest) GetName() string {
@@ -1387,7 +2000,7 @@ type CloneVolumeRequest struct {
 
 func (x *CloneVolumeRequest) Reset() {
 	*x = CloneVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +2012,7 @@ func (x *CloneVolumeRequest) String() string {
 func (*CloneVolumeRequest) ProtoMessage() {}
 
 func (x *CloneVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +2025,7 @@ func (x *CloneVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CloneVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CloneVolumeRequest) GetSource() string {
@@ -1461,7 +2074,7 @@ type UpdateVolumeRequest struct {
 
 func (x *UpdateVolumeRequest) Reset() {
 	*x = UpdateVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +2086,7 @@ func (x *UpdateVolumeRequest) String() string {
 func (*UpdateVolumeRequest) ProtoMessage() {}
 
 func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +2099,7 @@ func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateVolumeRequest) GetName() string {
@@ -1513,7 +2126,7 @@ type RevertVolumeRequest struct {
 
 func (x *RevertVolumeRequest) Reset() {
 	*x = RevertVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +2138,7 @@ func (x *RevertVolumeRequest) String() string {
 func (*RevertVolumeRequest) ProtoMessage() {}
 
 func (x *RevertVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +2151,7 @@ func (x *RevertVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertVolumeRequest.ProtoReflect.Descriptor instead.
 func (*RevertVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevertVolumeRequest) GetName() string {
@@ -1564,7 +2177,7 @@ type ExportVolumeRequest struct {
 
 func (x *ExportVolumeRequest) Reset() {
 	*x = ExportVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +2189,7 @@ func (x *ExportVolumeRequest) String() string {
 func (*ExportVolumeRequest) ProtoMessage() {}
 
 func (x *ExportVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +2202,7 @@ func (x *ExportVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ExportVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExportVolumeRequest) GetName() string {
@@ -1609,7 +2222,7 @@ type ExportVolumeResponse struct {
 
 func (x *ExportVolumeResponse) Reset() {
 	*x = ExportVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +2234,7 @@ func (x *ExportVolumeResponse) String() string {
 func (*ExportVolumeResponse) ProtoMessage() {}
 
 func (x *ExportVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +2247,7 @@ func (x *ExportVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportVolumeResponse.ProtoReflect.Descriptor instead.
 func (*ExportVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExportVolumeResponse) GetUri() string {
@@ -1658,7 +2271,7 @@ type MountVolumeRequest struct {
 
 func (x *MountVolumeRequest) Reset() {
 	*x = MountVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2283,7 @@ func (x *MountVolumeRequest) String() string {
 func (*MountVolumeRequest) ProtoMessage() {}
 
 func (x *MountVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2296,7 @@ func (x *MountVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountVolumeRequest.ProtoReflect.Descriptor instead.
 func (*MountVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MountVolumeRequest) GetName() string {
@@ -1726,7 +2339,7 @@ type MountVolumeResponse struct {
 
 func (x *MountVolumeResponse) Reset() {
 	*x = MountVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +2351,7 @@ func (x *MountVolumeResponse) String() string {
 func (*MountVolumeResponse) ProtoMessage() {}
 
 func (x *MountVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2364,7 @@ func (x *MountVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountVolumeResponse.ProtoReflect.Descriptor instead.
 func (*MountVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MountVolumeResponse) GetTarget() string {
@@ -1784,7 +2397,7 @@ type UnmountVolumeRequest struct {
 
 func (x *UnmountVolumeRequest) Reset() {
 	*x = UnmountVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +2409,7 @@ func (x *UnmountVolumeRequest) String() string {
 func (*UnmountVolumeRequest) ProtoMessage() {}
 
 func (x *UnmountVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2422,7 @@ func (x *UnmountVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnmountVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UnmountVolumeRequest) GetTarget() string {
@@ -1828,7 +2441,7 @@ type UnmountVolumeResponse struct {
 
 func (x *UnmountVolumeResponse) Reset() {
 	*x = UnmountVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2453,7 @@ func (x *UnmountVolumeResponse) String() string {
 func (*UnmountVolumeResponse) ProtoMessage() {}
 
 func (x *UnmountVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2466,7 @@ func (x *UnmountVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnmountVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UnmountVolumeResponse) GetVolume() string {
@@ -1874,7 +2487,7 @@ type MapVolumeRequest struct {
 
 func (x *MapVolumeRequest) Reset() {
 	*x = MapVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2499,7 @@ func (x *MapVolumeRequest) String() string {
 func (*MapVolumeRequest) ProtoMessage() {}
 
 func (x *MapVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2512,7 @@ func (x *MapVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapVolumeRequest.ProtoReflect.Descriptor instead.
 func (*MapVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MapVolumeRequest) GetName() string {
@@ -1927,7 +2540,7 @@ type MapVolumeResponse struct {
 
 func (x *MapVolumeResponse) Reset() {
 	*x = MapVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2552,7 @@ func (x *MapVolumeResponse) String() string {
 func (*MapVolumeResponse) ProtoMessage() {}
 
 func (x *MapVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2565,7 @@ func (x *MapVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapVolumeResponse.ProtoReflect.Descriptor instead.
 func (*MapVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *MapVolumeResponse) GetDevice() string {
@@ -1978,7 +2591,7 @@ type UnmapVolumeRequest struct {
 
 func (x *UnmapVolumeRequest) Reset() {
 	*x = UnmapVolumeRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2603,7 @@ func (x *UnmapVolumeRequest) String() string {
 func (*UnmapVolumeRequest) ProtoMessage() {}
 
 func (x *UnmapVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2616,7 @@ func (x *UnmapVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmapVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnmapVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UnmapVolumeRequest) GetName() string {
@@ -2021,7 +2634,7 @@ type UnmapVolumeResponse struct {
 
 func (x *UnmapVolumeResponse) Reset() {
 	*x = UnmapVolumeResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2646,7 @@ func (x *UnmapVolumeResponse) String() string {
 func (*UnmapVolumeResponse) ProtoMessage() {}
 
 func (x *UnmapVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2659,7 @@ func (x *UnmapVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmapVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnmapVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{47}
 }
 
 type Snapshot struct {
@@ -2064,7 +2677,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2689,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2702,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Snapshot) GetVolume() string {
@@ -2138,7 +2751,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[39]
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2763,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[39]
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2776,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{39}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateSnapshotRequest) GetVolume() string {
@@ -2189,7 +2802,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[40]
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2814,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[40]
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2827,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{40}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListSnapshotsRequest) GetVolume() string {
@@ -2233,7 +2846,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[41]
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2858,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[41]
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2871,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{41}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -2278,7 +2891,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[42]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2903,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[42]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2916,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{42}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteSnapshotRequest) GetVolume() string {
@@ -2331,7 +2944,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[43]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2956,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[43]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2969,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{43}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteSnapshotResponse) GetKeptForClones() int32 {
@@ -2384,7 +2997,7 @@ type Setting struct {
 
 func (x *Setting) Reset() {
 	*x = Setting{}
-	mi := &file_strata_v1_strata_proto_msgTypes[44]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +3009,7 @@ func (x *Setting) String() string {
 func (*Setting) ProtoMessage() {}
 
 func (x *Setting) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[44]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +3022,7 @@ func (x *Setting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Setting.ProtoReflect.Descriptor instead.
 func (*Setting) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{44}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Setting) GetKey() string {
@@ -2443,7 +3056,7 @@ type SetSettingRequest struct {
 
 func (x *SetSettingRequest) Reset() {
 	*x = SetSettingRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +3068,7 @@ func (x *SetSettingRequest) String() string {
 func (*SetSettingRequest) ProtoMessage() {}
 
 func (x *SetSettingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +3081,7 @@ func (x *SetSettingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{45}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetSettingRequest) GetKey() string {
@@ -2495,7 +3108,7 @@ type GetSettingsRequest struct {
 
 func (x *GetSettingsRequest) Reset() {
 	*x = GetSettingsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +3120,7 @@ func (x *GetSettingsRequest) String() string {
 func (*GetSettingsRequest) ProtoMessage() {}
 
 func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +3133,7 @@ func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{46}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetSettingsRequest) GetKeys() []string {
@@ -2539,7 +3152,7 @@ type GetSettingsResponse struct {
 
 func (x *GetSettingsResponse) Reset() {
 	*x = GetSettingsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +3164,7 @@ func (x *GetSettingsResponse) String() string {
 func (*GetSettingsResponse) ProtoMessage() {}
 
 func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +3177,7 @@ func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{47}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetSettingsResponse) GetSettings() []*Setting {
@@ -2582,7 +3195,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +3207,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +3220,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{48}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
 }
 
 type Status struct {
@@ -2624,7 +3237,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +3249,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +3262,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{49}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Status) GetVersion() string {
@@ -2705,13 +3318,17 @@ type Node struct {
 	PoolAvailableBytes int64             `protobuf:"varint,6,opt,name=pool_available_bytes,json=poolAvailableBytes,proto3" json:"pool_available_bytes,omitempty"`
 	PoolAllocatedBytes int64             `protobuf:"varint,7,opt,name=pool_allocated_bytes,json=poolAllocatedBytes,proto3" json:"pool_allocated_bytes,omitempty"`
 	Labels             map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Address of the node's replica server (the data protocol).
+	ReplicaAddress string `protobuf:"bytes,9,opt,name=replica_address,json=replicaAddress,proto3" json:"replica_address,omitempty"`
+	// True when the node runs an embedded etcd member.
+	EtcdMember    bool `protobuf:"varint,10,opt,name=etcd_member,json=etcdMember,proto3" json:"etcd_member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3340,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3353,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{50}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Node) GetName() string {
@@ -2795,6 +3412,20 @@ func (x *Node) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Node) GetReplicaAddress() string {
+	if x != nil {
+		return x.ReplicaAddress
+	}
+	return ""
+}
+
+func (x *Node) GetEtcdMember() bool {
+	if x != nil {
+		return x.EtcdMember
+	}
+	return false
+}
+
 type Template struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2824,7 +3455,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3467,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3480,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Template) GetName() string {
@@ -2939,7 +3570,7 @@ type TemplateGrant struct {
 
 func (x *TemplateGrant) Reset() {
 	*x = TemplateGrant{}
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3582,7 @@ func (x *TemplateGrant) String() string {
 func (*TemplateGrant) ProtoMessage() {}
 
 func (x *TemplateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3595,7 @@ func (x *TemplateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateGrant.ProtoReflect.Descriptor instead.
 func (*TemplateGrant) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *TemplateGrant) GetTenant() string {
@@ -3008,7 +3639,7 @@ type TemplateVersion struct {
 
 func (x *TemplateVersion) Reset() {
 	*x = TemplateVersion{}
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3651,7 @@ func (x *TemplateVersion) String() string {
 func (*TemplateVersion) ProtoMessage() {}
 
 func (x *TemplateVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3664,7 @@ func (x *TemplateVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateVersion.ProtoReflect.Descriptor instead.
 func (*TemplateVersion) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *TemplateVersion) GetNumber() int32 {
@@ -3131,7 +3762,7 @@ type MaskedTable struct {
 
 func (x *MaskedTable) Reset() {
 	*x = MaskedTable{}
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3774,7 @@ func (x *MaskedTable) String() string {
 func (*MaskedTable) ProtoMessage() {}
 
 func (x *MaskedTable) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3787,7 @@ func (x *MaskedTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MaskedTable.ProtoReflect.Descriptor instead.
 func (*MaskedTable) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *MaskedTable) GetName() string {
@@ -3196,7 +3827,7 @@ type CreateTemplateRequest struct {
 
 func (x *CreateTemplateRequest) Reset() {
 	*x = CreateTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3839,7 @@ func (x *CreateTemplateRequest) String() string {
 func (*CreateTemplateRequest) ProtoMessage() {}
 
 func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3852,7 @@ func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
 func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateTemplateRequest) GetName() string {
@@ -3265,7 +3896,7 @@ type RefreshTemplateRequest struct {
 
 func (x *RefreshTemplateRequest) Reset() {
 	*x = RefreshTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3908,7 @@ func (x *RefreshTemplateRequest) String() string {
 func (*RefreshTemplateRequest) ProtoMessage() {}
 
 func (x *RefreshTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3921,7 @@ func (x *RefreshTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RefreshTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RefreshTemplateRequest) GetName() string {
@@ -3322,7 +3953,7 @@ type ListTemplatesRequest struct {
 
 func (x *ListTemplatesRequest) Reset() {
 	*x = ListTemplatesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3965,7 @@ func (x *ListTemplatesRequest) String() string {
 func (*ListTemplatesRequest) ProtoMessage() {}
 
 func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3978,7 @@ func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
 func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
 }
 
 type ListTemplatesResponse struct {
@@ -3359,7 +3990,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +4002,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +4015,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -3403,7 +4034,7 @@ type GetTemplateRequest struct {
 
 func (x *GetTemplateRequest) Reset() {
 	*x = GetTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +4046,7 @@ func (x *GetTemplateRequest) String() string {
 func (*GetTemplateRequest) ProtoMessage() {}
 
 func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +4059,7 @@ func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetTemplateRequest) GetName() string {
@@ -3449,7 +4080,7 @@ type DeleteTemplateRequest struct {
 
 func (x *DeleteTemplateRequest) Reset() {
 	*x = DeleteTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3461,7 +4092,7 @@ func (x *DeleteTemplateRequest) String() string {
 func (*DeleteTemplateRequest) ProtoMessage() {}
 
 func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3474,7 +4105,7 @@ func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DeleteTemplateRequest) GetName() string {
@@ -3501,7 +4132,7 @@ type DeleteTemplateResponse struct {
 
 func (x *DeleteTemplateResponse) Reset() {
 	*x = DeleteTemplateResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +4144,7 @@ func (x *DeleteTemplateResponse) String() string {
 func (*DeleteTemplateResponse) ProtoMessage() {}
 
 func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +4157,7 @@ func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteTemplateResponse) GetOrphanedClones() []string {
@@ -3547,7 +4178,7 @@ type GrantTemplateRequest struct {
 
 func (x *GrantTemplateRequest) Reset() {
 	*x = GrantTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +4190,7 @@ func (x *GrantTemplateRequest) String() string {
 func (*GrantTemplateRequest) ProtoMessage() {}
 
 func (x *GrantTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +4203,7 @@ func (x *GrantTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GrantTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GrantTemplateRequest) GetName() string {
@@ -3599,7 +4230,7 @@ type RevokeTemplateRequest struct {
 
 func (x *RevokeTemplateRequest) Reset() {
 	*x = RevokeTemplateRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3611,7 +4242,7 @@ func (x *RevokeTemplateRequest) String() string {
 func (*RevokeTemplateRequest) ProtoMessage() {}
 
 func (x *RevokeTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3624,7 +4255,7 @@ func (x *RevokeTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RevokeTemplateRequest) GetName() string {
@@ -3673,7 +4304,7 @@ type Clone struct {
 
 func (x *Clone) Reset() {
 	*x = Clone{}
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +4316,7 @@ func (x *Clone) String() string {
 func (*Clone) ProtoMessage() {}
 
 func (x *Clone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +4329,7 @@ func (x *Clone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clone.ProtoReflect.Descriptor instead.
 func (*Clone) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *Clone) GetName() string {
@@ -3813,7 +4444,7 @@ type CreateCloneRequest struct {
 
 func (x *CreateCloneRequest) Reset() {
 	*x = CreateCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +4456,7 @@ func (x *CreateCloneRequest) String() string {
 func (*CreateCloneRequest) ProtoMessage() {}
 
 func (x *CreateCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +4469,7 @@ func (x *CreateCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCloneRequest.ProtoReflect.Descriptor instead.
 func (*CreateCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateCloneRequest) GetName() string {
@@ -3900,7 +4531,7 @@ type ListClonesRequest struct {
 
 func (x *ListClonesRequest) Reset() {
 	*x = ListClonesRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4543,7 @@ func (x *ListClonesRequest) String() string {
 func (*ListClonesRequest) ProtoMessage() {}
 
 func (x *ListClonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4556,7 @@ func (x *ListClonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClonesRequest.ProtoReflect.Descriptor instead.
 func (*ListClonesRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListClonesRequest) GetTemplate() string {
@@ -3944,7 +4575,7 @@ type ListClonesResponse struct {
 
 func (x *ListClonesResponse) Reset() {
 	*x = ListClonesResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3956,7 +4587,7 @@ func (x *ListClonesResponse) String() string {
 func (*ListClonesResponse) ProtoMessage() {}
 
 func (x *ListClonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3969,7 +4600,7 @@ func (x *ListClonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClonesResponse.ProtoReflect.Descriptor instead.
 func (*ListClonesResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListClonesResponse) GetClones() []*Clone {
@@ -3988,7 +4619,7 @@ type GetCloneRequest struct {
 
 func (x *GetCloneRequest) Reset() {
 	*x = GetCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4631,7 @@ func (x *GetCloneRequest) String() string {
 func (*GetCloneRequest) ProtoMessage() {}
 
 func (x *GetCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4644,7 @@ func (x *GetCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCloneRequest.ProtoReflect.Descriptor instead.
 func (*GetCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetCloneRequest) GetName() string {
@@ -4036,7 +4667,7 @@ type ResetCloneRequest struct {
 
 func (x *ResetCloneRequest) Reset() {
 	*x = ResetCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4679,7 @@ func (x *ResetCloneRequest) String() string {
 func (*ResetCloneRequest) ProtoMessage() {}
 
 func (x *ResetCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4692,7 @@ func (x *ResetCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetCloneRequest.ProtoReflect.Descriptor instead.
 func (*ResetCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ResetCloneRequest) GetName() string {
@@ -4100,7 +4731,7 @@ type ExtendCloneRequest struct {
 
 func (x *ExtendCloneRequest) Reset() {
 	*x = ExtendCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[70]
+	mi := &file_strata_v1_strata_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +4743,7 @@ func (x *ExtendCloneRequest) String() string {
 func (*ExtendCloneRequest) ProtoMessage() {}
 
 func (x *ExtendCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[70]
+	mi := &file_strata_v1_strata_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +4756,7 @@ func (x *ExtendCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendCloneRequest.ProtoReflect.Descriptor instead.
 func (*ExtendCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ExtendCloneRequest) GetName() string {
@@ -4165,7 +4796,7 @@ type DeleteCloneRequest struct {
 
 func (x *DeleteCloneRequest) Reset() {
 	*x = DeleteCloneRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[71]
+	mi := &file_strata_v1_strata_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +4808,7 @@ func (x *DeleteCloneRequest) String() string {
 func (*DeleteCloneRequest) ProtoMessage() {}
 
 func (x *DeleteCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[71]
+	mi := &file_strata_v1_strata_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +4821,7 @@ func (x *DeleteCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCloneRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCloneRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{71}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *DeleteCloneRequest) GetName() string {
@@ -4208,7 +4839,7 @@ type DeleteCloneResponse struct {
 
 func (x *DeleteCloneResponse) Reset() {
 	*x = DeleteCloneResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[72]
+	mi := &file_strata_v1_strata_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4220,7 +4851,7 @@ func (x *DeleteCloneResponse) String() string {
 func (*DeleteCloneResponse) ProtoMessage() {}
 
 func (x *DeleteCloneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[72]
+	mi := &file_strata_v1_strata_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4233,14 +4864,27 @@ func (x *DeleteCloneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCloneResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCloneResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{72}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{82}
 }
 
 var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x13GetJoinTokenRequest\"!\n" +
+	"\tJoinToken\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x8a\x01\n" +
+	"\x12JoinClusterRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\"\n" +
+	"\retcd_peer_url\x18\x03 \x01(\tR\vetcdPeerUrl\x12&\n" +
+	"\x0fetcd_client_url\x18\x04 \x01(\tR\retcdClientUrl\"\x8d\x01\n" +
+	"\x13JoinClusterResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12%\n" +
+	"\x0eetcd_endpoints\x18\x02 \x03(\tR\retcdEndpoints\x120\n" +
+	"\x14etcd_initial_cluster\x18\x03 \x01(\tR\x12etcdInitialCluster\"\xc7\x01\n" +
 	"\x04User\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -4281,7 +4925,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\asecrets\x18\x01 \x03(\v2\x11.strata.v1.SecretR\asecrets\")\n" +
 	"\x13DeleteSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteSecretResponse\"\xb3\x04\n" +
+	"\x14DeleteSecretResponse\"\xc4\x05\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -4300,10 +4944,34 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06labels\x18\x14 \x03(\v2\x1d.strata.v1.Volume.LabelsEntryR\x06labels\x12&\n" +
 	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x12\x18\n" +
 	"\adevices\x18( \x03(\tR\adevices\x12\x16\n" +
-	"\x06tenant\x182 \x01(\tR\x06tenant\x1a9\n" +
+	"\x06tenant\x182 \x01(\tR\x06tenant\x12'\n" +
+	"\x0freplicas_wanted\x18< \x01(\x05R\x0ereplicasWanted\x124\n" +
+	"\breplicas\x18= \x03(\v2\x18.strata.v1.VolumeReplicaR\breplicas\x12\x14\n" +
+	"\x05epoch\x18> \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\bdegraded\x18? \x01(\bR\bdegraded\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\rVolumeReplica\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"=\n" +
+	"\x13AttachVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"M\n" +
+	"\x1bUpdateVolumeReplicasRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\breplicas\x18\x02 \x01(\x05R\breplicas\"K\n" +
+	"\x12CheckVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fregion_bytes\x18\x02 \x01(\x03R\vregionBytes\"\x83\x01\n" +
+	"\x13CheckVolumeResponse\x12\x14\n" +
+	"\x05nodes\x18\x01 \x03(\tR\x05nodes\x12/\n" +
+	"\tdiffering\x18\x02 \x03(\v2\x11.strata.v1.ExtentR\tdiffering\x12%\n" +
+	"\x0ecompared_bytes\x18\x03 \x01(\x03R\rcomparedBytes\"8\n" +
+	"\x06Extent\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\xc1\x02\n" +
 	"\tQosLimits\x12'\n" +
 	"\rmax_read_iops\x18\x01 \x01(\x03H\x00R\vmaxReadIops\x88\x01\x01\x12)\n" +
 	"\x0emax_write_iops\x18\x02 \x01(\x03H\x01R\fmaxWriteIops\x88\x01\x01\x12=\n" +
@@ -4312,14 +4980,17 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x0e_max_read_iopsB\x11\n" +
 	"\x0f_max_write_iopsB\x1c\n" +
 	"\x1a_max_read_bytes_per_secondB\x1d\n" +
-	"\x1b_max_write_bytes_per_second\"\x94\x02\n" +
+	"\x1b_max_write_bytes_per_second\"\xdc\x02\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12#\n" +
 	"\rfrom_snapshot\x18\x03 \x01(\tR\ffromSnapshot\x12B\n" +
 	"\x06labels\x18\x14 \x03(\v2*.strata.v1.CreateVolumeRequest.LabelsEntryR\x06labels\x12&\n" +
-	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
+	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x12\x1a\n" +
+	"\breplicas\x18( \x01(\x05R\breplicas\x12\x14\n" +
+	"\x05nodes\x18) \x03(\tR\x05nodes\x12\x14\n" +
+	"\x05zones\x18* \x03(\tR\x05zones\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
@@ -4416,7 +5087,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x05nodes\x18\x03 \x03(\v2\x0f.strata.v1.NodeR\x05nodes\x12!\n" +
 	"\fvolume_count\x18\x04 \x01(\x05R\vvolumeCount\x12%\n" +
 	"\x0esnapshot_count\x18\x05 \x01(\x05R\rsnapshotCount\x12%\n" +
-	"\x0eetcd_endpoints\x18\x06 \x03(\tR\retcdEndpoints\"\xf6\x02\n" +
+	"\x0eetcd_endpoints\x18\x06 \x03(\tR\retcdEndpoints\"\xc0\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +
@@ -4427,7 +5098,11 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x13pool_capacity_bytes\x18\x05 \x01(\x03R\x11poolCapacityBytes\x120\n" +
 	"\x14pool_available_bytes\x18\x06 \x01(\x03R\x12poolAvailableBytes\x120\n" +
 	"\x14pool_allocated_bytes\x18\a \x01(\x03R\x12poolAllocatedBytes\x123\n" +
-	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\b \x03(\v2\x1b.strata.v1.Node.LabelsEntryR\x06labels\x12'\n" +
+	"\x0freplica_address\x18\t \x01(\tR\x0ereplicaAddress\x12\x1f\n" +
+	"\vetcd_member\x18\n" +
+	" \x01(\bR\n" +
+	"etcdMember\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x03\n" +
@@ -4543,7 +5218,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"_protected\"(\n" +
 	"\x12DeleteCloneRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteCloneResponse2\xc1\a\n" +
+	"\x13DeleteCloneResponse2\xa5\t\n" +
 	"\rVolumeService\x12A\n" +
 	"\fCreateVolume\x12\x1e.strata.v1.CreateVolumeRequest\x1a\x11.strata.v1.Volume\x12L\n" +
 	"\vListVolumes\x12\x1d.strata.v1.ListVolumesRequest\x1a\x1e.strata.v1.ListVolumesResponse\x12;\n" +
@@ -4557,16 +5232,21 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\rUnmountVolume\x12\x1f.strata.v1.UnmountVolumeRequest\x1a .strata.v1.UnmountVolumeResponse\x12F\n" +
 	"\tMapVolume\x12\x1b.strata.v1.MapVolumeRequest\x1a\x1c.strata.v1.MapVolumeResponse\x12L\n" +
 	"\vUnmapVolume\x12\x1d.strata.v1.UnmapVolumeRequest\x1a\x1e.strata.v1.UnmapVolumeResponse\x12A\n" +
-	"\fUpdateVolume\x12\x1e.strata.v1.UpdateVolumeRequest\x1a\x11.strata.v1.Volume2\x85\x02\n" +
+	"\fUpdateVolume\x12\x1e.strata.v1.UpdateVolumeRequest\x1a\x11.strata.v1.Volume\x12A\n" +
+	"\fAttachVolume\x12\x1e.strata.v1.AttachVolumeRequest\x1a\x11.strata.v1.Volume\x12Q\n" +
+	"\x14UpdateVolumeReplicas\x12&.strata.v1.UpdateVolumeReplicasRequest\x1a\x11.strata.v1.Volume\x12L\n" +
+	"\vCheckVolume\x12\x1d.strata.v1.CheckVolumeRequest\x1a\x1e.strata.v1.CheckVolumeResponse2\x85\x02\n" +
 	"\x0fSnapshotService\x12G\n" +
 	"\x0eCreateSnapshot\x12 .strata.v1.CreateSnapshotRequest\x1a\x13.strata.v1.Snapshot\x12R\n" +
 	"\rListSnapshots\x12\x1f.strata.v1.ListSnapshotsRequest\x1a .strata.v1.ListSnapshotsResponse\x12U\n" +
-	"\x0eDeleteSnapshot\x12 .strata.v1.DeleteSnapshotRequest\x1a!.strata.v1.DeleteSnapshotResponse2\xdb\x01\n" +
+	"\x0eDeleteSnapshot\x12 .strata.v1.DeleteSnapshotRequest\x1a!.strata.v1.DeleteSnapshotResponse2\xef\x02\n" +
 	"\x0eClusterService\x12;\n" +
 	"\tGetStatus\x12\x1b.strata.v1.GetStatusRequest\x1a\x11.strata.v1.Status\x12>\n" +
 	"\n" +
 	"SetSetting\x12\x1c.strata.v1.SetSettingRequest\x1a\x12.strata.v1.Setting\x12L\n" +
-	"\vGetSettings\x12\x1d.strata.v1.GetSettingsRequest\x1a\x1e.strata.v1.GetSettingsResponse2\xfa\x02\n" +
+	"\vGetSettings\x12\x1d.strata.v1.GetSettingsRequest\x1a\x1e.strata.v1.GetSettingsResponse\x12D\n" +
+	"\fGetJoinToken\x12\x1e.strata.v1.GetJoinTokenRequest\x1a\x14.strata.v1.JoinToken\x12L\n" +
+	"\vJoinCluster\x12\x1d.strata.v1.JoinClusterRequest\x1a\x1e.strata.v1.JoinClusterResponse2\xfa\x02\n" +
 	"\vUserService\x12I\n" +
 	"\n" +
 	"CreateUser\x12\x1c.strata.v1.CreateUserRequest\x1a\x1d.strata.v1.CreateUserResponse\x12F\n" +
@@ -4609,209 +5289,232 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_strata_v1_strata_proto_goTypes = []any{
-	(*User)(nil),                    // 0: strata.v1.User
-	(*CreateUserRequest)(nil),       // 1: strata.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),      // 2: strata.v1.CreateUserResponse
-	(*ListUsersRequest)(nil),        // 3: strata.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),       // 4: strata.v1.ListUsersResponse
-	(*DeleteUserRequest)(nil),       // 5: strata.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),      // 6: strata.v1.DeleteUserResponse
-	(*RotateUserTokenRequest)(nil),  // 7: strata.v1.RotateUserTokenRequest
-	(*RotateUserTokenResponse)(nil), // 8: strata.v1.RotateUserTokenResponse
-	(*WhoAmIRequest)(nil),           // 9: strata.v1.WhoAmIRequest
-	(*Secret)(nil),                  // 10: strata.v1.Secret
-	(*SetSecretRequest)(nil),        // 11: strata.v1.SetSecretRequest
-	(*ListSecretsRequest)(nil),      // 12: strata.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),     // 13: strata.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),     // 14: strata.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),    // 15: strata.v1.DeleteSecretResponse
-	(*Volume)(nil),                  // 16: strata.v1.Volume
-	(*QosLimits)(nil),               // 17: strata.v1.QosLimits
-	(*CreateVolumeRequest)(nil),     // 18: strata.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),      // 19: strata.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),     // 20: strata.v1.ListVolumesResponse
-	(*GetVolumeRequest)(nil),        // 21: strata.v1.GetVolumeRequest
-	(*DeleteVolumeRequest)(nil),     // 22: strata.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),    // 23: strata.v1.DeleteVolumeResponse
-	(*ResizeVolumeRequest)(nil),     // 24: strata.v1.ResizeVolumeRequest
-	(*CloneVolumeRequest)(nil),      // 25: strata.v1.CloneVolumeRequest
-	(*UpdateVolumeRequest)(nil),     // 26: strata.v1.UpdateVolumeRequest
-	(*RevertVolumeRequest)(nil),     // 27: strata.v1.RevertVolumeRequest
-	(*ExportVolumeRequest)(nil),     // 28: strata.v1.ExportVolumeRequest
-	(*ExportVolumeResponse)(nil),    // 29: strata.v1.ExportVolumeResponse
-	(*MountVolumeRequest)(nil),      // 30: strata.v1.MountVolumeRequest
-	(*MountVolumeResponse)(nil),     // 31: strata.v1.MountVolumeResponse
-	(*UnmountVolumeRequest)(nil),    // 32: strata.v1.UnmountVolumeRequest
-	(*UnmountVolumeResponse)(nil),   // 33: strata.v1.UnmountVolumeResponse
-	(*MapVolumeRequest)(nil),        // 34: strata.v1.MapVolumeRequest
-	(*MapVolumeResponse)(nil),       // 35: strata.v1.MapVolumeResponse
-	(*UnmapVolumeRequest)(nil),      // 36: strata.v1.UnmapVolumeRequest
-	(*UnmapVolumeResponse)(nil),     // 37: strata.v1.UnmapVolumeResponse
-	(*Snapshot)(nil),                // 38: strata.v1.Snapshot
-	(*CreateSnapshotRequest)(nil),   // 39: strata.v1.CreateSnapshotRequest
-	(*ListSnapshotsRequest)(nil),    // 40: strata.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),   // 41: strata.v1.ListSnapshotsResponse
-	(*DeleteSnapshotRequest)(nil),   // 42: strata.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),  // 43: strata.v1.DeleteSnapshotResponse
-	(*Setting)(nil),                 // 44: strata.v1.Setting
-	(*SetSettingRequest)(nil),       // 45: strata.v1.SetSettingRequest
-	(*GetSettingsRequest)(nil),      // 46: strata.v1.GetSettingsRequest
-	(*GetSettingsResponse)(nil),     // 47: strata.v1.GetSettingsResponse
-	(*GetStatusRequest)(nil),        // 48: strata.v1.GetStatusRequest
-	(*Status)(nil),                  // 49: strata.v1.Status
-	(*Node)(nil),                    // 50: strata.v1.Node
-	(*Template)(nil),                // 51: strata.v1.Template
-	(*TemplateGrant)(nil),           // 52: strata.v1.TemplateGrant
-	(*TemplateVersion)(nil),         // 53: strata.v1.TemplateVersion
-	(*MaskedTable)(nil),             // 54: strata.v1.MaskedTable
-	(*CreateTemplateRequest)(nil),   // 55: strata.v1.CreateTemplateRequest
-	(*RefreshTemplateRequest)(nil),  // 56: strata.v1.RefreshTemplateRequest
-	(*ListTemplatesRequest)(nil),    // 57: strata.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),   // 58: strata.v1.ListTemplatesResponse
-	(*GetTemplateRequest)(nil),      // 59: strata.v1.GetTemplateRequest
-	(*DeleteTemplateRequest)(nil),   // 60: strata.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil),  // 61: strata.v1.DeleteTemplateResponse
-	(*GrantTemplateRequest)(nil),    // 62: strata.v1.GrantTemplateRequest
-	(*RevokeTemplateRequest)(nil),   // 63: strata.v1.RevokeTemplateRequest
-	(*Clone)(nil),                   // 64: strata.v1.Clone
-	(*CreateCloneRequest)(nil),      // 65: strata.v1.CreateCloneRequest
-	(*ListClonesRequest)(nil),       // 66: strata.v1.ListClonesRequest
-	(*ListClonesResponse)(nil),      // 67: strata.v1.ListClonesResponse
-	(*GetCloneRequest)(nil),         // 68: strata.v1.GetCloneRequest
-	(*ResetCloneRequest)(nil),       // 69: strata.v1.ResetCloneRequest
-	(*ExtendCloneRequest)(nil),      // 70: strata.v1.ExtendCloneRequest
-	(*DeleteCloneRequest)(nil),      // 71: strata.v1.DeleteCloneRequest
-	(*DeleteCloneResponse)(nil),     // 72: strata.v1.DeleteCloneResponse
-	nil,                             // 73: strata.v1.Volume.LabelsEntry
-	nil,                             // 74: strata.v1.CreateVolumeRequest.LabelsEntry
-	nil,                             // 75: strata.v1.CloneVolumeRequest.LabelsEntry
-	nil,                             // 76: strata.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 77: google.protobuf.Timestamp
+	(*GetJoinTokenRequest)(nil),         // 0: strata.v1.GetJoinTokenRequest
+	(*JoinToken)(nil),                   // 1: strata.v1.JoinToken
+	(*JoinClusterRequest)(nil),          // 2: strata.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),         // 3: strata.v1.JoinClusterResponse
+	(*User)(nil),                        // 4: strata.v1.User
+	(*CreateUserRequest)(nil),           // 5: strata.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),          // 6: strata.v1.CreateUserResponse
+	(*ListUsersRequest)(nil),            // 7: strata.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),           // 8: strata.v1.ListUsersResponse
+	(*DeleteUserRequest)(nil),           // 9: strata.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),          // 10: strata.v1.DeleteUserResponse
+	(*RotateUserTokenRequest)(nil),      // 11: strata.v1.RotateUserTokenRequest
+	(*RotateUserTokenResponse)(nil),     // 12: strata.v1.RotateUserTokenResponse
+	(*WhoAmIRequest)(nil),               // 13: strata.v1.WhoAmIRequest
+	(*Secret)(nil),                      // 14: strata.v1.Secret
+	(*SetSecretRequest)(nil),            // 15: strata.v1.SetSecretRequest
+	(*ListSecretsRequest)(nil),          // 16: strata.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),         // 17: strata.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),         // 18: strata.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),        // 19: strata.v1.DeleteSecretResponse
+	(*Volume)(nil),                      // 20: strata.v1.Volume
+	(*VolumeReplica)(nil),               // 21: strata.v1.VolumeReplica
+	(*AttachVolumeRequest)(nil),         // 22: strata.v1.AttachVolumeRequest
+	(*UpdateVolumeReplicasRequest)(nil), // 23: strata.v1.UpdateVolumeReplicasRequest
+	(*CheckVolumeRequest)(nil),          // 24: strata.v1.CheckVolumeRequest
+	(*CheckVolumeResponse)(nil),         // 25: strata.v1.CheckVolumeResponse
+	(*Extent)(nil),                      // 26: strata.v1.Extent
+	(*QosLimits)(nil),                   // 27: strata.v1.QosLimits
+	(*CreateVolumeRequest)(nil),         // 28: strata.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),          // 29: strata.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),         // 30: strata.v1.ListVolumesResponse
+	(*GetVolumeRequest)(nil),            // 31: strata.v1.GetVolumeRequest
+	(*DeleteVolumeRequest)(nil),         // 32: strata.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),        // 33: strata.v1.DeleteVolumeResponse
+	(*ResizeVolumeRequest)(nil),         // 34: strata.v1.ResizeVolumeRequest
+	(*CloneVolumeRequest)(nil),          // 35: strata.v1.CloneVolumeRequest
+	(*UpdateVolumeRequest)(nil),         // 36: strata.v1.UpdateVolumeRequest
+	(*RevertVolumeRequest)(nil),         // 37: strata.v1.RevertVolumeRequest
+	(*ExportVolumeRequest)(nil),         // 38: strata.v1.ExportVolumeRequest
+	(*ExportVolumeResponse)(nil),        // 39: strata.v1.ExportVolumeResponse
+	(*MountVolumeRequest)(nil),          // 40: strata.v1.MountVolumeRequest
+	(*MountVolumeResponse)(nil),         // 41: strata.v1.MountVolumeResponse
+	(*UnmountVolumeRequest)(nil),        // 42: strata.v1.UnmountVolumeRequest
+	(*UnmountVolumeResponse)(nil),       // 43: strata.v1.UnmountVolumeResponse
+	(*MapVolumeRequest)(nil),            // 44: strata.v1.MapVolumeRequest
+	(*MapVolumeResponse)(nil),           // 45: strata.v1.MapVolumeResponse
+	(*UnmapVolumeRequest)(nil),          // 46: strata.v1.UnmapVolumeRequest
+	(*UnmapVolumeResponse)(nil),         // 47: strata.v1.UnmapVolumeResponse
+	(*Snapshot)(nil),                    // 48: strata.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),       // 49: strata.v1.CreateSnapshotRequest
+	(*ListSnapshotsRequest)(nil),        // 50: strata.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),       // 51: strata.v1.ListSnapshotsResponse
+	(*DeleteSnapshotRequest)(nil),       // 52: strata.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),      // 53: strata.v1.DeleteSnapshotResponse
+	(*Setting)(nil),                     // 54: strata.v1.Setting
+	(*SetSettingRequest)(nil),           // 55: strata.v1.SetSettingRequest
+	(*GetSettingsRequest)(nil),          // 56: strata.v1.GetSettingsRequest
+	(*GetSettingsResponse)(nil),         // 57: strata.v1.GetSettingsResponse
+	(*GetStatusRequest)(nil),            // 58: strata.v1.GetStatusRequest
+	(*Status)(nil),                      // 59: strata.v1.Status
+	(*Node)(nil),                        // 60: strata.v1.Node
+	(*Template)(nil),                    // 61: strata.v1.Template
+	(*TemplateGrant)(nil),               // 62: strata.v1.TemplateGrant
+	(*TemplateVersion)(nil),             // 63: strata.v1.TemplateVersion
+	(*MaskedTable)(nil),                 // 64: strata.v1.MaskedTable
+	(*CreateTemplateRequest)(nil),       // 65: strata.v1.CreateTemplateRequest
+	(*RefreshTemplateRequest)(nil),      // 66: strata.v1.RefreshTemplateRequest
+	(*ListTemplatesRequest)(nil),        // 67: strata.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),       // 68: strata.v1.ListTemplatesResponse
+	(*GetTemplateRequest)(nil),          // 69: strata.v1.GetTemplateRequest
+	(*DeleteTemplateRequest)(nil),       // 70: strata.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),      // 71: strata.v1.DeleteTemplateResponse
+	(*GrantTemplateRequest)(nil),        // 72: strata.v1.GrantTemplateRequest
+	(*RevokeTemplateRequest)(nil),       // 73: strata.v1.RevokeTemplateRequest
+	(*Clone)(nil),                       // 74: strata.v1.Clone
+	(*CreateCloneRequest)(nil),          // 75: strata.v1.CreateCloneRequest
+	(*ListClonesRequest)(nil),           // 76: strata.v1.ListClonesRequest
+	(*ListClonesResponse)(nil),          // 77: strata.v1.ListClonesResponse
+	(*GetCloneRequest)(nil),             // 78: strata.v1.GetCloneRequest
+	(*ResetCloneRequest)(nil),           // 79: strata.v1.ResetCloneRequest
+	(*ExtendCloneRequest)(nil),          // 80: strata.v1.ExtendCloneRequest
+	(*DeleteCloneRequest)(nil),          // 81: strata.v1.DeleteCloneRequest
+	(*DeleteCloneResponse)(nil),         // 82: strata.v1.DeleteCloneResponse
+	nil,                                 // 83: strata.v1.Volume.LabelsEntry
+	nil,                                 // 84: strata.v1.CreateVolumeRequest.LabelsEntry
+	nil,                                 // 85: strata.v1.CloneVolumeRequest.LabelsEntry
+	nil,                                 // 86: strata.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 87: google.protobuf.Timestamp
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	77, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	77, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: strata.v1.CreateUserResponse.user:type_name -> strata.v1.User
-	0,  // 3: strata.v1.ListUsersResponse.users:type_name -> strata.v1.User
-	0,  // 4: strata.v1.RotateUserTokenResponse.user:type_name -> strata.v1.User
-	77, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	77, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 7: strata.v1.ListSecretsResponse.secrets:type_name -> strata.v1.Secret
-	77, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
-	73, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
-	17, // 10: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
-	74, // 11: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
-	17, // 12: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	16, // 13: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
-	75, // 14: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
-	17, // 15: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	17, // 16: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
-	77, // 17: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
-	38, // 18: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
-	44, // 19: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
-	50, // 20: strata.v1.Status.nodes:type_name -> strata.v1.Node
-	76, // 21: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
-	77, // 22: strata.v1.Template.created_at:type_name -> google.protobuf.Timestamp
-	53, // 23: strata.v1.Template.versions:type_name -> strata.v1.TemplateVersion
-	77, // 24: strata.v1.Template.last_attempt_at:type_name -> google.protobuf.Timestamp
-	52, // 25: strata.v1.Template.grants:type_name -> strata.v1.TemplateGrant
-	77, // 26: strata.v1.TemplateGrant.granted_at:type_name -> google.protobuf.Timestamp
-	77, // 27: strata.v1.TemplateVersion.created_at:type_name -> google.protobuf.Timestamp
-	54, // 28: strata.v1.TemplateVersion.tables:type_name -> strata.v1.MaskedTable
-	51, // 29: strata.v1.ListTemplatesResponse.templates:type_name -> strata.v1.Template
-	77, // 30: strata.v1.Clone.created_at:type_name -> google.protobuf.Timestamp
-	77, // 31: strata.v1.Clone.expires_at:type_name -> google.protobuf.Timestamp
-	77, // 32: strata.v1.Clone.active_at:type_name -> google.protobuf.Timestamp
-	77, // 33: strata.v1.Clone.idle_expires_at:type_name -> google.protobuf.Timestamp
-	16, // 34: strata.v1.Clone.volume:type_name -> strata.v1.Volume
-	64, // 35: strata.v1.ListClonesResponse.clones:type_name -> strata.v1.Clone
-	18, // 36: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
-	19, // 37: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
-	21, // 38: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
-	22, // 39: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
-	24, // 40: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
-	25, // 41: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
-	27, // 42: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
-	28, // 43: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
-	30, // 44: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
-	32, // 45: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
-	34, // 46: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
-	36, // 47: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
-	26, // 48: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
-	39, // 49: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
-	40, // 50: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
-	42, // 51: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
-	48, // 52: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
-	45, // 53: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
-	46, // 54: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
-	1,  // 55: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
-	3,  // 56: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
-	5,  // 57: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
-	7,  // 58: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
-	9,  // 59: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
-	11, // 60: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
-	12, // 61: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
-	14, // 62: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
-	55, // 63: strata.v1.TemplateService.CreateTemplate:input_type -> strata.v1.CreateTemplateRequest
-	56, // 64: strata.v1.TemplateService.RefreshTemplate:input_type -> strata.v1.RefreshTemplateRequest
-	57, // 65: strata.v1.TemplateService.ListTemplates:input_type -> strata.v1.ListTemplatesRequest
-	59, // 66: strata.v1.TemplateService.GetTemplate:input_type -> strata.v1.GetTemplateRequest
-	60, // 67: strata.v1.TemplateService.DeleteTemplate:input_type -> strata.v1.DeleteTemplateRequest
-	62, // 68: strata.v1.TemplateService.GrantTemplate:input_type -> strata.v1.GrantTemplateRequest
-	63, // 69: strata.v1.TemplateService.RevokeTemplate:input_type -> strata.v1.RevokeTemplateRequest
-	65, // 70: strata.v1.CloneService.CreateClone:input_type -> strata.v1.CreateCloneRequest
-	66, // 71: strata.v1.CloneService.ListClones:input_type -> strata.v1.ListClonesRequest
-	68, // 72: strata.v1.CloneService.GetClone:input_type -> strata.v1.GetCloneRequest
-	69, // 73: strata.v1.CloneService.ResetClone:input_type -> strata.v1.ResetCloneRequest
-	70, // 74: strata.v1.CloneService.ExtendClone:input_type -> strata.v1.ExtendCloneRequest
-	71, // 75: strata.v1.CloneService.DeleteClone:input_type -> strata.v1.DeleteCloneRequest
-	16, // 76: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
-	20, // 77: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
-	16, // 78: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
-	23, // 79: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
-	16, // 80: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
-	16, // 81: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
-	16, // 82: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
-	29, // 83: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
-	31, // 84: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
-	33, // 85: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
-	35, // 86: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
-	37, // 87: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
-	16, // 88: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
-	38, // 89: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
-	41, // 90: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
-	43, // 91: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
-	49, // 92: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
-	44, // 93: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
-	47, // 94: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
-	2,  // 95: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
-	4,  // 96: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
-	6,  // 97: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
-	8,  // 98: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
-	0,  // 99: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
-	10, // 100: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
-	13, // 101: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
-	15, // 102: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
-	51, // 103: strata.v1.TemplateService.CreateTemplate:output_type -> strata.v1.Template
-	51, // 104: strata.v1.TemplateService.RefreshTemplate:output_type -> strata.v1.Template
-	58, // 105: strata.v1.TemplateService.ListTemplates:output_type -> strata.v1.ListTemplatesResponse
-	51, // 106: strata.v1.TemplateService.GetTemplate:output_type -> strata.v1.Template
-	61, // 107: strata.v1.TemplateService.DeleteTemplate:output_type -> strata.v1.DeleteTemplateResponse
-	51, // 108: strata.v1.TemplateService.GrantTemplate:output_type -> strata.v1.Template
-	51, // 109: strata.v1.TemplateService.RevokeTemplate:output_type -> strata.v1.Template
-	64, // 110: strata.v1.CloneService.CreateClone:output_type -> strata.v1.Clone
-	67, // 111: strata.v1.CloneService.ListClones:output_type -> strata.v1.ListClonesResponse
-	64, // 112: strata.v1.CloneService.GetClone:output_type -> strata.v1.Clone
-	64, // 113: strata.v1.CloneService.ResetClone:output_type -> strata.v1.Clone
-	64, // 114: strata.v1.CloneService.ExtendClone:output_type -> strata.v1.Clone
-	72, // 115: strata.v1.CloneService.DeleteClone:output_type -> strata.v1.DeleteCloneResponse
-	76, // [76:116] is the sub-list for method output_type
-	36, // [36:76] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	87, // 0: strata.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	87, // 1: strata.v1.User.token_created_at:type_name -> google.protobuf.Timestamp
+	4,  // 2: strata.v1.CreateUserResponse.user:type_name -> strata.v1.User
+	4,  // 3: strata.v1.ListUsersResponse.users:type_name -> strata.v1.User
+	4,  // 4: strata.v1.RotateUserTokenResponse.user:type_name -> strata.v1.User
+	87, // 5: strata.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	87, // 6: strata.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 7: strata.v1.ListSecretsResponse.secrets:type_name -> strata.v1.Secret
+	87, // 8: strata.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	83, // 9: strata.v1.Volume.labels:type_name -> strata.v1.Volume.LabelsEntry
+	27, // 10: strata.v1.Volume.qos:type_name -> strata.v1.QosLimits
+	21, // 11: strata.v1.Volume.replicas:type_name -> strata.v1.VolumeReplica
+	87, // 12: strata.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	26, // 13: strata.v1.CheckVolumeResponse.differing:type_name -> strata.v1.Extent
+	84, // 14: strata.v1.CreateVolumeRequest.labels:type_name -> strata.v1.CreateVolumeRequest.LabelsEntry
+	27, // 15: strata.v1.CreateVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	20, // 16: strata.v1.ListVolumesResponse.volumes:type_name -> strata.v1.Volume
+	85, // 17: strata.v1.CloneVolumeRequest.labels:type_name -> strata.v1.CloneVolumeRequest.LabelsEntry
+	27, // 18: strata.v1.CloneVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	27, // 19: strata.v1.UpdateVolumeRequest.qos:type_name -> strata.v1.QosLimits
+	87, // 20: strata.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	48, // 21: strata.v1.ListSnapshotsResponse.snapshots:type_name -> strata.v1.Snapshot
+	54, // 22: strata.v1.GetSettingsResponse.settings:type_name -> strata.v1.Setting
+	60, // 23: strata.v1.Status.nodes:type_name -> strata.v1.Node
+	86, // 24: strata.v1.Node.labels:type_name -> strata.v1.Node.LabelsEntry
+	87, // 25: strata.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	63, // 26: strata.v1.Template.versions:type_name -> strata.v1.TemplateVersion
+	87, // 27: strata.v1.Template.last_attempt_at:type_name -> google.protobuf.Timestamp
+	62, // 28: strata.v1.Template.grants:type_name -> strata.v1.TemplateGrant
+	87, // 29: strata.v1.TemplateGrant.granted_at:type_name -> google.protobuf.Timestamp
+	87, // 30: strata.v1.TemplateVersion.created_at:type_name -> google.protobuf.Timestamp
+	64, // 31: strata.v1.TemplateVersion.tables:type_name -> strata.v1.MaskedTable
+	61, // 32: strata.v1.ListTemplatesResponse.templates:type_name -> strata.v1.Template
+	87, // 33: strata.v1.Clone.created_at:type_name -> google.protobuf.Timestamp
+	87, // 34: strata.v1.Clone.expires_at:type_name -> google.protobuf.Timestamp
+	87, // 35: strata.v1.Clone.active_at:type_name -> google.protobuf.Timestamp
+	87, // 36: strata.v1.Clone.idle_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 37: strata.v1.Clone.volume:type_name -> strata.v1.Volume
+	74, // 38: strata.v1.ListClonesResponse.clones:type_name -> strata.v1.Clone
+	28, // 39: strata.v1.VolumeService.CreateVolume:input_type -> strata.v1.CreateVolumeRequest
+	29, // 40: strata.v1.VolumeService.ListVolumes:input_type -> strata.v1.ListVolumesRequest
+	31, // 41: strata.v1.VolumeService.GetVolume:input_type -> strata.v1.GetVolumeRequest
+	32, // 42: strata.v1.VolumeService.DeleteVolume:input_type -> strata.v1.DeleteVolumeRequest
+	34, // 43: strata.v1.VolumeService.ResizeVolume:input_type -> strata.v1.ResizeVolumeRequest
+	35, // 44: strata.v1.VolumeService.CloneVolume:input_type -> strata.v1.CloneVolumeRequest
+	37, // 45: strata.v1.VolumeService.RevertVolume:input_type -> strata.v1.RevertVolumeRequest
+	38, // 46: strata.v1.VolumeService.ExportVolume:input_type -> strata.v1.ExportVolumeRequest
+	40, // 47: strata.v1.VolumeService.MountVolume:input_type -> strata.v1.MountVolumeRequest
+	42, // 48: strata.v1.VolumeService.UnmountVolume:input_type -> strata.v1.UnmountVolumeRequest
+	44, // 49: strata.v1.VolumeService.MapVolume:input_type -> strata.v1.MapVolumeRequest
+	46, // 50: strata.v1.VolumeService.UnmapVolume:input_type -> strata.v1.UnmapVolumeRequest
+	36, // 51: strata.v1.VolumeService.UpdateVolume:input_type -> strata.v1.UpdateVolumeRequest
+	22, // 52: strata.v1.VolumeService.AttachVolume:input_type -> strata.v1.AttachVolumeRequest
+	23, // 53: strata.v1.VolumeService.UpdateVolumeReplicas:input_type -> strata.v1.UpdateVolumeReplicasRequest
+	24, // 54: strata.v1.VolumeService.CheckVolume:input_type -> strata.v1.CheckVolumeRequest
+	49, // 55: strata.v1.SnapshotService.CreateSnapshot:input_type -> strata.v1.CreateSnapshotRequest
+	50, // 56: strata.v1.SnapshotService.ListSnapshots:input_type -> strata.v1.ListSnapshotsRequest
+	52, // 57: strata.v1.SnapshotService.DeleteSnapshot:input_type -> strata.v1.DeleteSnapshotRequest
+	58, // 58: strata.v1.ClusterService.GetStatus:input_type -> strata.v1.GetStatusRequest
+	55, // 59: strata.v1.ClusterService.SetSetting:input_type -> strata.v1.SetSettingRequest
+	56, // 60: strata.v1.ClusterService.GetSettings:input_type -> strata.v1.GetSettingsRequest
+	0,  // 61: strata.v1.ClusterService.GetJoinToken:input_type -> strata.v1.GetJoinTokenRequest
+	2,  // 62: strata.v1.ClusterService.JoinCluster:input_type -> strata.v1.JoinClusterRequest
+	5,  // 63: strata.v1.UserService.CreateUser:input_type -> strata.v1.CreateUserRequest
+	7,  // 64: strata.v1.UserService.ListUsers:input_type -> strata.v1.ListUsersRequest
+	9,  // 65: strata.v1.UserService.DeleteUser:input_type -> strata.v1.DeleteUserRequest
+	11, // 66: strata.v1.UserService.RotateUserToken:input_type -> strata.v1.RotateUserTokenRequest
+	13, // 67: strata.v1.UserService.WhoAmI:input_type -> strata.v1.WhoAmIRequest
+	15, // 68: strata.v1.SecretService.SetSecret:input_type -> strata.v1.SetSecretRequest
+	16, // 69: strata.v1.SecretService.ListSecrets:input_type -> strata.v1.ListSecretsRequest
+	18, // 70: strata.v1.SecretService.DeleteSecret:input_type -> strata.v1.DeleteSecretRequest
+	65, // 71: strata.v1.TemplateService.CreateTemplate:input_type -> strata.v1.CreateTemplateRequest
+	66, // 72: strata.v1.TemplateService.RefreshTemplate:input_type -> strata.v1.RefreshTemplateRequest
+	67, // 73: strata.v1.TemplateService.ListTemplates:input_type -> strata.v1.ListTemplatesRequest
+	69, // 74: strata.v1.TemplateService.GetTemplate:input_type -> strata.v1.GetTemplateRequest
+	70, // 75: strata.v1.TemplateService.DeleteTemplate:input_type -> strata.v1.DeleteTemplateRequest
+	72, // 76: strata.v1.TemplateService.GrantTemplate:input_type -> strata.v1.GrantTemplateRequest
+	73, // 77: strata.v1.TemplateService.RevokeTemplate:input_type -> strata.v1.RevokeTemplateRequest
+	75, // 78: strata.v1.CloneService.CreateClone:input_type -> strata.v1.CreateCloneRequest
+	76, // 79: strata.v1.CloneService.ListClones:input_type -> strata.v1.ListClonesRequest
+	78, // 80: strata.v1.CloneService.GetClone:input_type -> strata.v1.GetCloneRequest
+	79, // 81: strata.v1.CloneService.ResetClone:input_type -> strata.v1.ResetCloneRequest
+	80, // 82: strata.v1.CloneService.ExtendClone:input_type -> strata.v1.ExtendCloneRequest
+	81, // 83: strata.v1.CloneService.DeleteClone:input_type -> strata.v1.DeleteCloneRequest
+	20, // 84: strata.v1.VolumeService.CreateVolume:output_type -> strata.v1.Volume
+	30, // 85: strata.v1.VolumeService.ListVolumes:output_type -> strata.v1.ListVolumesResponse
+	20, // 86: strata.v1.VolumeService.GetVolume:output_type -> strata.v1.Volume
+	33, // 87: strata.v1.VolumeService.DeleteVolume:output_type -> strata.v1.DeleteVolumeResponse
+	20, // 88: strata.v1.VolumeService.ResizeVolume:output_type -> strata.v1.Volume
+	20, // 89: strata.v1.VolumeService.CloneVolume:output_type -> strata.v1.Volume
+	20, // 90: strata.v1.VolumeService.RevertVolume:output_type -> strata.v1.Volume
+	39, // 91: strata.v1.VolumeService.ExportVolume:output_type -> strata.v1.ExportVolumeResponse
+	41, // 92: strata.v1.VolumeService.MountVolume:output_type -> strata.v1.MountVolumeResponse
+	43, // 93: strata.v1.VolumeService.UnmountVolume:output_type -> strata.v1.UnmountVolumeResponse
+	45, // 94: strata.v1.VolumeService.MapVolume:output_type -> strata.v1.MapVolumeResponse
+	47, // 95: strata.v1.VolumeService.UnmapVolume:output_type -> strata.v1.UnmapVolumeResponse
+	20, // 96: strata.v1.VolumeService.UpdateVolume:output_type -> strata.v1.Volume
+	20, // 97: strata.v1.VolumeService.AttachVolume:output_type -> strata.v1.Volume
+	20, // 98: strata.v1.VolumeService.UpdateVolumeReplicas:output_type -> strata.v1.Volume
+	25, // 99: strata.v1.VolumeService.CheckVolume:output_type -> strata.v1.CheckVolumeResponse
+	48, // 100: strata.v1.SnapshotService.CreateSnapshot:output_type -> strata.v1.Snapshot
+	51, // 101: strata.v1.SnapshotService.ListSnapshots:output_type -> strata.v1.ListSnapshotsResponse
+	53, // 102: strata.v1.SnapshotService.DeleteSnapshot:output_type -> strata.v1.DeleteSnapshotResponse
+	59, // 103: strata.v1.ClusterService.GetStatus:output_type -> strata.v1.Status
+	54, // 104: strata.v1.ClusterService.SetSetting:output_type -> strata.v1.Setting
+	57, // 105: strata.v1.ClusterService.GetSettings:output_type -> strata.v1.GetSettingsResponse
+	1,  // 106: strata.v1.ClusterService.GetJoinToken:output_type -> strata.v1.JoinToken
+	3,  // 107: strata.v1.ClusterService.JoinCluster:output_type -> strata.v1.JoinClusterResponse
+	6,  // 108: strata.v1.UserService.CreateUser:output_type -> strata.v1.CreateUserResponse
+	8,  // 109: strata.v1.UserService.ListUsers:output_type -> strata.v1.ListUsersResponse
+	10, // 110: strata.v1.UserService.DeleteUser:output_type -> strata.v1.DeleteUserResponse
+	12, // 111: strata.v1.UserService.RotateUserToken:output_type -> strata.v1.RotateUserTokenResponse
+	4,  // 112: strata.v1.UserService.WhoAmI:output_type -> strata.v1.User
+	14, // 113: strata.v1.SecretService.SetSecret:output_type -> strata.v1.Secret
+	17, // 114: strata.v1.SecretService.ListSecrets:output_type -> strata.v1.ListSecretsResponse
+	19, // 115: strata.v1.SecretService.DeleteSecret:output_type -> strata.v1.DeleteSecretResponse
+	61, // 116: strata.v1.TemplateService.CreateTemplate:output_type -> strata.v1.Template
+	61, // 117: strata.v1.TemplateService.RefreshTemplate:output_type -> strata.v1.Template
+	68, // 118: strata.v1.TemplateService.ListTemplates:output_type -> strata.v1.ListTemplatesResponse
+	61, // 119: strata.v1.TemplateService.GetTemplate:output_type -> strata.v1.Template
+	71, // 120: strata.v1.TemplateService.DeleteTemplate:output_type -> strata.v1.DeleteTemplateResponse
+	61, // 121: strata.v1.TemplateService.GrantTemplate:output_type -> strata.v1.Template
+	61, // 122: strata.v1.TemplateService.RevokeTemplate:output_type -> strata.v1.Template
+	74, // 123: strata.v1.CloneService.CreateClone:output_type -> strata.v1.Clone
+	77, // 124: strata.v1.CloneService.ListClones:output_type -> strata.v1.ListClonesResponse
+	74, // 125: strata.v1.CloneService.GetClone:output_type -> strata.v1.Clone
+	74, // 126: strata.v1.CloneService.ResetClone:output_type -> strata.v1.Clone
+	74, // 127: strata.v1.CloneService.ExtendClone:output_type -> strata.v1.Clone
+	82, // 128: strata.v1.CloneService.DeleteClone:output_type -> strata.v1.DeleteCloneResponse
+	84, // [84:129] is the sub-list for method output_type
+	39, // [39:84] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -4819,16 +5522,16 @@ func file_strata_v1_strata_proto_init() {
 	if File_strata_v1_strata_proto != nil {
 		return
 	}
-	file_strata_v1_strata_proto_msgTypes[17].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[56].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[70].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[27].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[66].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[80].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   77,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -23,19 +23,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	VolumeService_CreateVolume_FullMethodName  = "/strata.v1.VolumeService/CreateVolume"
-	VolumeService_ListVolumes_FullMethodName   = "/strata.v1.VolumeService/ListVolumes"
-	VolumeService_GetVolume_FullMethodName     = "/strata.v1.VolumeService/GetVolume"
-	VolumeService_DeleteVolume_FullMethodName  = "/strata.v1.VolumeService/DeleteVolume"
-	VolumeService_ResizeVolume_FullMethodName  = "/strata.v1.VolumeService/ResizeVolume"
-	VolumeService_CloneVolume_FullMethodName   = "/strata.v1.VolumeService/CloneVolume"
-	VolumeService_RevertVolume_FullMethodName  = "/strata.v1.VolumeService/RevertVolume"
-	VolumeService_ExportVolume_FullMethodName  = "/strata.v1.VolumeService/ExportVolume"
-	VolumeService_MountVolume_FullMethodName   = "/strata.v1.VolumeService/MountVolume"
-	VolumeService_UnmountVolume_FullMethodName = "/strata.v1.VolumeService/UnmountVolume"
-	VolumeService_MapVolume_FullMethodName     = "/strata.v1.VolumeService/MapVolume"
-	VolumeService_UnmapVolume_FullMethodName   = "/strata.v1.VolumeService/UnmapVolume"
-	VolumeService_UpdateVolume_FullMethodName  = "/strata.v1.VolumeService/UpdateVolume"
+	VolumeService_CreateVolume_FullMethodName         = "/strata.v1.VolumeService/CreateVolume"
+	VolumeService_ListVolumes_FullMethodName          = "/strata.v1.VolumeService/ListVolumes"
+	VolumeService_GetVolume_FullMethodName            = "/strata.v1.VolumeService/GetVolume"
+	VolumeService_DeleteVolume_FullMethodName         = "/strata.v1.VolumeService/DeleteVolume"
+	VolumeService_ResizeVolume_FullMethodName         = "/strata.v1.VolumeService/ResizeVolume"
+	VolumeService_CloneVolume_FullMethodName          = "/strata.v1.VolumeService/CloneVolume"
+	VolumeService_RevertVolume_FullMethodName         = "/strata.v1.VolumeService/RevertVolume"
+	VolumeService_ExportVolume_FullMethodName         = "/strata.v1.VolumeService/ExportVolume"
+	VolumeService_MountVolume_FullMethodName          = "/strata.v1.VolumeService/MountVolume"
+	VolumeService_UnmountVolume_FullMethodName        = "/strata.v1.VolumeService/UnmountVolume"
+	VolumeService_MapVolume_FullMethodName            = "/strata.v1.VolumeService/MapVolume"
+	VolumeService_UnmapVolume_FullMethodName          = "/strata.v1.VolumeService/UnmapVolume"
+	VolumeService_UpdateVolume_FullMethodName         = "/strata.v1.VolumeService/UpdateVolume"
+	VolumeService_AttachVolume_FullMethodName         = "/strata.v1.VolumeService/AttachVolume"
+	VolumeService_UpdateVolumeReplicas_FullMethodName = "/strata.v1.VolumeService/UpdateVolumeReplicas"
+	VolumeService_CheckVolume_FullMethodName          = "/strata.v1.VolumeService/CheckVolume"
 )
 
 // VolumeServiceClient is the client API for VolumeService service.
@@ -82,6 +85,18 @@ type VolumeServiceClient interface {
 	// applies them at once, requests already waiting included. A field left
 	// out keeps its value; 0 removes a limit. Idempotent.
 	UpdateVolume(ctx context.Context, in *UpdateVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
+	// AttachVolume starts the volume's engine on a node (this node when node
+	// is empty), raising the volume's epoch so that an engine left on another
+	// node can no longer write. It is how a volume comes back after its
+	// engine's node died. Attaching where it is attached returns it.
+	AttachVolume(ctx context.Context, in *AttachVolumeRequest, opts ...grpc.CallOption) (*Volume, error)
+	// UpdateVolumeReplicas changes the number of replicas online (ha-update):
+	// new replicas are placed and rebuilt while writes continue; removed
+	// ones leave the in-sync set first.
+	UpdateVolumeReplicas(ctx context.Context, in *UpdateVolumeReplicasRequest, opts ...grpc.CallOption) (*Volume, error)
+	// CheckVolume compares the content of the in-sync replicas, region by
+	// region, and reports the ranges that differ.
+	CheckVolume(ctx context.Context, in *CheckVolumeRequest, opts ...grpc.CallOption) (*CheckVolumeResponse, error)
 }
 
 type volumeServiceClient struct {
@@ -222,6 +237,36 @@ func (c *volumeServiceClient) UpdateVolume(ctx context.Context, in *UpdateVolume
 	return out, nil
 }
 
+func (c *volumeServiceClient) AttachVolume(ctx context.Context, in *AttachVolumeRequest, opts ...grpc.CallOption) (*Volume, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Volume)
+	err := c.cc.Invoke(ctx, VolumeService_AttachVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) UpdateVolumeReplicas(ctx context.Context, in *UpdateVolumeReplicasRequest, opts ...grpc.CallOption) (*Volume, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Volume)
+	err := c.cc.Invoke(ctx, VolumeService_UpdateVolumeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeServiceClient) CheckVolume(ctx context.Context, in *CheckVolumeRequest, opts ...grpc.CallOption) (*CheckVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckVolumeResponse)
+	err := c.cc.Invoke(ctx, VolumeService_CheckVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServiceServer is the server API for VolumeService service.
 // All implementations must embed UnimplementedVolumeServiceServer
 // for forward compatibility.
@@ -266,6 +311,18 @@ type VolumeServiceServer interface {
 	// applies them at once, requests already waiting included. A field left
 	// out keeps its value; 0 removes a limit. Idempotent.
 	UpdateVolume(context.Context, *UpdateVolumeRequest) (*Volume, error)
+	// AttachVolume starts the volume's engine on a node (this node when node
+	// is empty), raising the volume's epoch so that an engine left on another
+	// node can no longer write. It is how a volume comes back after its
+	// engine's node died. Attaching where it is attached returns it.
+	AttachVolume(context.Context, *AttachVolumeRequest) (*Volume, error)
+	// UpdateVolumeReplicas changes the number of replicas online (ha-update):
+	// new replicas are placed and rebuilt while writes continue; removed
+	// ones leave the in-sync set first.
+	UpdateVolumeReplicas(context.Context, *UpdateVolumeReplicasRequest) (*Volume, error)
+	// CheckVolume compares the content of the in-sync replicas, region by
+	// region, and reports the ranges that differ.
+	CheckVolume(context.Context, *CheckVolumeRequest) (*CheckVolumeResponse, error)
 	mustEmbedUnimplementedVolumeServiceServer()
 }
 
@@ -314,6 +371,15 @@ func (UnimplementedVolumeServiceServer) UnmapVolume(context.Context, *UnmapVolum
 }
 func (UnimplementedVolumeServiceServer) UpdateVolume(context.Context, *UpdateVolumeRequest) (*Volume, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) AttachVolume(context.Context, *AttachVolumeRequest) (*Volume, error) {
+	return nil, status.Error(codes.Unimplemented, "method AttachVolume not implemented")
+}
+func (UnimplementedVolumeServiceServer) UpdateVolumeReplicas(context.Context, *UpdateVolumeReplicasRequest) (*Volume, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateVolumeReplicas not implemented")
+}
+func (UnimplementedVolumeServiceServer) CheckVolume(context.Context, *CheckVolumeRequest) (*CheckVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckVolume not implemented")
 }
 func (UnimplementedVolumeServiceServer) mustEmbedUnimplementedVolumeServiceServer() {}
 func (UnimplementedVolumeServiceServer) testEmbeddedByValue()                       {}
@@ -570,6 +636,60 @@ func _VolumeService_UpdateVolume_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VolumeService_AttachVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttachVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).AttachVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_AttachVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).AttachVolume(ctx, req.(*AttachVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_UpdateVolumeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateVolumeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).UpdateVolumeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_UpdateVolumeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).UpdateVolumeReplicas(ctx, req.(*UpdateVolumeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VolumeService_CheckVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServiceServer).CheckVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VolumeService_CheckVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServiceServer).CheckVolume(ctx, req.(*CheckVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VolumeService_ServiceDesc is the grpc.ServiceDesc for VolumeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -628,6 +748,18 @@ var VolumeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateVolume",
 			Handler:    _VolumeService_UpdateVolume_Handler,
+		},
+		{
+			MethodName: "AttachVolume",
+			Handler:    _VolumeService_AttachVolume_Handler,
+		},
+		{
+			MethodName: "UpdateVolumeReplicas",
+			Handler:    _VolumeService_UpdateVolumeReplicas_Handler,
+		},
+		{
+			MethodName: "CheckVolume",
+			Handler:    _VolumeService_CheckVolume_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -829,9 +961,11 @@ var SnapshotService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_GetStatus_FullMethodName   = "/strata.v1.ClusterService/GetStatus"
-	ClusterService_SetSetting_FullMethodName  = "/strata.v1.ClusterService/SetSetting"
-	ClusterService_GetSettings_FullMethodName = "/strata.v1.ClusterService/GetSettings"
+	ClusterService_GetStatus_FullMethodName    = "/strata.v1.ClusterService/GetStatus"
+	ClusterService_SetSetting_FullMethodName   = "/strata.v1.ClusterService/SetSetting"
+	ClusterService_GetSettings_FullMethodName  = "/strata.v1.ClusterService/GetSettings"
+	ClusterService_GetJoinToken_FullMethodName = "/strata.v1.ClusterService/GetJoinToken"
+	ClusterService_JoinCluster_FullMethodName  = "/strata.v1.ClusterService/JoinCluster"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -846,6 +980,15 @@ type ClusterServiceClient interface {
 	SetSetting(ctx context.Context, in *SetSettingRequest, opts ...grpc.CallOption) (*Setting, error)
 	// GetSettings returns the named cluster settings, or every one.
 	GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error)
+	// GetJoinToken returns the token new nodes give to join the cluster
+	// (strata up --join ADDR --join-token TOKEN). Admins only.
+	GetJoinToken(ctx context.Context, in *GetJoinTokenRequest, opts ...grpc.CallOption) (*JoinToken, error)
+	// JoinCluster is called by a node that starts with --join: given the
+	// join token, it returns what the node needs to become a member: the
+	// cluster id, the etcd endpoints and, for the first three nodes, the
+	// embedded etcd member it must start (already added to the etcd cluster).
+	// Authenticated by the join token, not an API token.
+	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -886,6 +1029,26 @@ func (c *clusterServiceClient) GetSettings(ctx context.Context, in *GetSettingsR
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetJoinToken(ctx context.Context, in *GetJoinTokenRequest, opts ...grpc.CallOption) (*JoinToken, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinToken)
+	err := c.cc.Invoke(ctx, ClusterService_GetJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinClusterResponse)
+	err := c.cc.Invoke(ctx, ClusterService_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -898,6 +1061,15 @@ type ClusterServiceServer interface {
 	SetSetting(context.Context, *SetSettingRequest) (*Setting, error)
 	// GetSettings returns the named cluster settings, or every one.
 	GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error)
+	// GetJoinToken returns the token new nodes give to join the cluster
+	// (strata up --join ADDR --join-token TOKEN). Admins only.
+	GetJoinToken(context.Context, *GetJoinTokenRequest) (*JoinToken, error)
+	// JoinCluster is called by a node that starts with --join: given the
+	// join token, it returns what the node needs to become a member: the
+	// cluster id, the etcd endpoints and, for the first three nodes, the
+	// embedded etcd member it must start (already added to the etcd cluster).
+	// Authenticated by the join token, not an API token.
+	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -916,6 +1088,12 @@ func (UnimplementedClusterServiceServer) SetSetting(context.Context, *SetSetting
 }
 func (UnimplementedClusterServiceServer) GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSettings not implemented")
+}
+func (UnimplementedClusterServiceServer) GetJoinToken(context.Context, *GetJoinTokenRequest) (*JoinToken, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJoinToken not implemented")
+}
+func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -992,6 +1170,42 @@ func _ClusterService_GetSettings_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetJoinToken(ctx, req.(*GetJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, req.(*JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1010,6 +1224,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSettings",
 			Handler:    _ClusterService_GetSettings_Handler,
+		},
+		{
+			MethodName: "GetJoinToken",
+			Handler:    _ClusterService_GetJoinToken_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _ClusterService_JoinCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -39,8 +39,23 @@ type Config struct {
 	// Attach says how Mount and Map make block devices: AttachAuto (the
 	// default when empty), AttachNBD or AttachFUSE.
 	Attach string
+	// EpochDir holds the epochs this node's replicas have seen (see
+	// replica.Epochs); DATA_DIR/epochs (next to PoolDir) when empty.
+	EpochDir string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+}
+
+// EngineStarter starts and stops the engines of replicated volumes: the
+// API server, which knows each volume's replica set. Without one, every
+// engine runs over the local chain alone.
+type EngineStarter interface {
+	// StartEngine returns the engine of volume name, whose local chain (if
+	// this node holds a replica) is c.
+	StartEngine(name string, c *chain.Chain) (*engine.Volume, error)
+	// EngineClosed is told that the engine of volume name was closed, and
+	// whether its final flush failed.
+	EngineClosed(name string, eng *engine.Volume, err error)
 }
 
 // Agent runs the volumes of this node. It is safe for concurrent use.
@@ -59,7 +74,31 @@ type Agent struct {
 	// loop device. Set by Open.
 	attach       fusefile.Attacher
 	attachMethod string
+
+	epochs  *replica.Epochs
+	starter EngineStarter
 }
+
+// SetEngineStarter installs what starts the engines of volumes from now
+// on (see EngineStarter).
+func (a *Agent) SetEngineStarter(st EngineStarter) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.starter = st
+}
+
+func (a *Agent) engineStarter() EngineStarter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.starter
+}
+
+// Pool returns the node's pool of chains (what the replica server serves).
+func (a *Agent) Pool() *chain.Pool { return a.pool }
+
+// Epochs returns the epochs of this node's replicas, shared by the local
+// replicas of engines and the replica server.
+func (a *Agent) Epochs() *replica.Epochs { return a.epochs }
 
 // SetExportGate installs the check NBD clients pass before they get a
 // volume: the API server refuses volumes its records do not list as ready
@@ -102,6 +141,9 @@ type volume struct {
 	limits qos.Limits
 	// lastIO is the last I/O of engines closed since (see LastIO).
 	lastIO time.Time
+	// starter started eng, and is told when it closes; nil for engines
+	// over the local chain alone.
+	starter EngineStarter
 }
 
 // Open opens (or creates) the pool in cfg.PoolDir. A crash may have left
@@ -122,6 +164,14 @@ func Open(cfg Config) (*Agent, error) {
 	if err := cleanupFuse(cfg.FuseDir, log); err != nil {
 		log.Warn("stale fuse mounts were not all cleaned up", "dir", cfg.FuseDir, "err", err)
 	}
+	epochDir := cfg.EpochDir
+	if epochDir == "" {
+		epochDir = filepath.Join(filepath.Dir(filepath.Clean(cfg.PoolDir)), "epochs")
+	}
+	epochs, err := replica.OpenEpochs(epochDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	pool, err := chain.OpenPool(cfg.PoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("agent: open pool %s: %w", cfg.PoolDir, err)
@@ -132,6 +182,7 @@ func Open(cfg Config) (*Agent, error) {
 		log:     log,
 		vols:    map[string]*volume{},
 		mounts:  map[string]string{},
+		epochs:  epochs,
 	}
 	if a.attach, a.attachMethod, err = a.chooseAttach(cfg.Attach, log); err != nil {
 		pool.Close()
@@ -198,7 +249,13 @@ func (a *Agent) engineLocked(v *volume) (*engine.Volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", v.name, err)
 	}
-	eng, err := engine.New(v.name, replica.NewLocal(c))
+	var eng *engine.Volume
+	st := a.engineStarter()
+	if st != nil {
+		eng, err = st.StartEngine(v.name, c)
+	} else {
+		eng, err = engine.New(v.name, replica.NewLocal(c))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +264,45 @@ func (a *Agent) engineLocked(v *volume) (*engine.Volume, error) {
 		return nil, err
 	}
 	v.eng = eng
+	v.starter = st
 	return eng, nil
+}
+
+// Attach starts the volume's engine on this node, if it is not running:
+// for a replicated volume, this attaches it here (see EngineStarter).
+func (a *Agent) Attach(name string) error {
+	v, err := a.entry(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, err = a.engineLocked(v)
+	return err
+}
+
+// Engine returns the volume's running engine, or nil.
+func (a *Agent) Engine(name string) *engine.Volume {
+	v, err := a.entry(name)
+	if err != nil {
+		return nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.eng
+}
+
+// controlEngine returns the engine a control operation (snapshot, grow)
+// goes through: the running one, or, when an EngineStarter is installed
+// (replicated volumes, whose every replica must take the operation), one
+// started now. nil means the operation goes to the local chain alone.
+func (a *Agent) controlEngine(v *volume) (*engine.Volume, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.eng != nil || a.engineStarter() == nil {
+		return v.eng, nil
+	}
+	return a.engineLocked(v)
 }
 
 // closeEngineLocked flushes and detaches the volume's engine, if any.
@@ -219,8 +314,12 @@ func (v *volume) closeEngineLocked() error {
 	if t := v.eng.LastIO(); t.After(v.lastIO) {
 		v.lastIO = t
 	}
-	err := v.eng.Close()
+	eng := v.eng
+	err := eng.Close()
 	v.eng = nil
+	if v.starter != nil {
+		v.starter.EngineClosed(v.name, eng, err)
+	}
 	if err != nil {
 		return fmt.Errorf("volume %q: flush: %w", v.name, err)
 	}
@@ -390,9 +489,10 @@ func (a *Agent) Resize(name string, size int64) (chain.Info, error) {
 		return chain.Info{}, fmt.Errorf("cannot shrink volume %q from %d to %d bytes: volumes only grow: %w",
 			name, cur, size, errdefs.ErrFailedPrecondition)
 	case size > cur:
-		v.mu.Lock()
-		eng := v.eng
-		v.mu.Unlock()
+		eng, err := a.controlEngine(v)
+		if err != nil {
+			return chain.Info{}, err
+		}
 		if eng != nil {
 			// The engine waits for in-flight I/O before growing.
 			err = eng.Grow(size)
@@ -457,9 +557,10 @@ func (a *Agent) Snapshot(name, snap string) (chain.SnapshotInfo, error) {
 	if err != nil {
 		return chain.SnapshotInfo{}, fmt.Errorf("volume %q: %w", name, err)
 	}
-	v.mu.Lock()
-	eng := v.eng
-	v.mu.Unlock()
+	eng, err := a.controlEngine(v)
+	if err != nil {
+		return chain.SnapshotInfo{}, err
+	}
 	if eng != nil {
 		err = eng.Snapshot(snap)
 	} else {

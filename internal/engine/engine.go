@@ -318,6 +318,20 @@ func (v *Volume) Close() error {
 	return v.each(0, 0, Replica.Flush)
 }
 
+// Quiet runs fn at a quiet point of the write stream: no I/O is in flight
+// and every in-sync replica has flushed; I/O waits until fn returns.
+func (v *Volume) Quiet(fn func() error) error {
+	v.io.Lock()
+	defer v.io.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	if err := v.each(0, 0, Replica.Flush); err != nil {
+		return err
+	}
+	return fn()
+}
+
 // InSync returns the nodes of the in-sync replicas.
 func (v *Volume) InSync() []string {
 	s := v.set.Load()
@@ -626,6 +640,10 @@ func (v *Volume) Remove(node string, commit func() error) error {
 	v.set.Store(n)
 	return nil
 }
+
+// Tracks says whether this engine knows what node's replica missed: it
+// dropped the replica itself, or is catching it up.
+func (v *Volume) Tracks(node string) bool { return v.set.Load().missed[node] != nil }
 
 // Missed returns how many bytes node's replica lacks, as far as this
 // engine knows (0 for an in-sync replica).

@@ -14,6 +14,7 @@ import (
 
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/qos"
+	"github.com/strata-storage/strata/internal/replset"
 )
 
 // prefix is the root of every Strata key; v1 is the record format's version.
@@ -51,10 +52,19 @@ type Volume struct {
 	// tenant owns (production volumes, templates' internals), which only
 	// admins manage and viewers read.
 	Tenant string `json:"tenant,omitempty"`
+	// Replication is the volume's replica set: its replicas' nodes and
+	// modes, the epoch and the engine's node, changed only by
+	// compare-and-swap of this record (see internal/replset). Zero for
+	// volumes made before replication, whose one replica is on Node.
+	Replication replset.State `json:"replication,omitzero"`
 	// Rev is the record's etcd mod revision, set by reads and writes; the
 	// compare-and-swap of Update and Delete is on it.
 	Rev int64 `json:"-"`
 }
+
+// Replicated says whether the volume has a replica set (every volume made
+// since replication landed, whatever its number of replicas).
+func (v Volume) Replicated() bool { return v.Replication.Want > 0 }
 
 // Snapshot is one snapshot of a volume.
 type Snapshot struct {

@@ -204,6 +204,9 @@ const (
 	actClone          = "clone"
 	actListSnapshots  = "list the snapshots of"
 	actDeleteSnapshot = "delete a snapshot of"
+	actAttach         = "attach"
+	actCheck          = "check"
+	actReplicas       = "change the replicas of"
 )
 
 // authorizeVolume checks that the caller may act on the volume rec: an
@@ -291,7 +294,7 @@ func (s *Server) onThisNode(ctx context.Context, rec meta.Volume, action string)
 		return nil
 	}
 	switch action {
-	case actRead, actListSnapshots, actUpdate:
+	case actRead, actListSnapshots, actUpdate, actAttach:
 		return nil
 	}
 	where := ""

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -49,6 +50,9 @@ type Config struct {
 	// and NBD server at (host:port); ExportVolume's URI uses NBDAddr.
 	APIAddr string
 	NBDAddr string
+	// ReplicaAddr is where other nodes reach this node's replica server,
+	// recorded in the node record as Addresses["replica"].
+	ReplicaAddr string
 	// Labels of this node (zone, rack, ...).
 	Labels  map[string]string
 	Version string
@@ -61,6 +65,13 @@ type Config struct {
 	// CloneExpiry is how often the clone controller looks for expired
 	// clones; 30s when 0.
 	CloneExpiry time.Duration
+	// ReplicaTimeout is how long an engine waits for a replica's reply
+	// before the replica leaves the in-sync set; DefaultReplicaTimeout
+	// when 0.
+	ReplicaTimeout time.Duration
+	// ReplaceAfter is how long a replica may stay out before a new one is
+	// built on another node; DefaultReplaceAfter when 0.
+	ReplaceAfter time.Duration
 }
 
 // Server serves the API. Create it with New, run Reconcile, then Serve.
@@ -70,6 +81,7 @@ type Server struct {
 	node      string
 	apiAddr   string
 	nbdAddr   string
+	replAddr  string
 	labels    map[string]string
 	version   string
 	clusterID string
@@ -85,6 +97,15 @@ type Server struct {
 	clonesDone  chan struct{}
 	expiryMu    sync.Mutex
 	inUseLogged map[string]bool
+
+	// Replication (replication.go).
+	repl           replEngines
+	replicaTimeout time.Duration
+	replaceAfter   time.Duration
+	repairKick     chan struct{}
+	stopRepair     chan struct{}
+	repairDone     chan struct{}
+	catchUpBytes   atomic.Int64
 
 	grpc   *grpc.Server
 	gw     *runtime.ServeMux
@@ -126,6 +147,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		node:      cfg.Node,
 		apiAddr:   cfg.APIAddr,
 		nbdAddr:   cfg.NBDAddr,
+		replAddr:  cfg.ReplicaAddr,
 		labels:    cfg.Labels,
 		version:   cfg.Version,
 		clusterID: id,
@@ -138,6 +160,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.heartbeat == 0 {
 		s.heartbeat = 10 * time.Second
 	}
+	s.replicaTimeout, s.replaceAfter = cfg.ReplicaTimeout, cfg.ReplaceAfter
+	if s.replicaTimeout == 0 {
+		s.replicaTimeout = DefaultReplicaTimeout
+	}
+	if s.replaceAfter == 0 {
+		s.replaceAfter = DefaultReplaceAfter
+	}
+	s.repairKick = make(chan struct{}, 1)
 	if s.version == "" {
 		s.version = "dev"
 	}
@@ -191,6 +221,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.stopClones, s.clonesDone = make(chan struct{}), make(chan struct{})
 	go s.cloneControllerLoop(interval, s.stopClones, s.clonesDone)
+	cfg.Agent.SetEngineStarter(s)
+	s.stopRepair, s.repairDone = make(chan struct{}), make(chan struct{})
+	go s.repairLoop(s.stopRepair, s.repairDone)
 	return s, nil
 }
 
@@ -270,6 +303,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	<-s.hbDone
 	close(s.stopClones)
 	<-s.clonesDone
+	close(s.stopRepair)
+	<-s.repairDone
 	s.gwConn.Close()
 	s.grpc.Stop()
 	return err
@@ -282,6 +317,9 @@ func (s *Server) beat(ctx context.Context) error {
 		Addresses: map[string]string{"api": s.apiAddr, "nbd": s.nbdAddr},
 		Labels:    s.labels,
 		Heartbeat: time.Now().UTC(),
+	}
+	if s.replAddr != "" {
+		n.Addresses["replica"] = s.replAddr
 	}
 	if u, err := s.agent.Usage(); err == nil {
 		n.PoolCapacity, n.PoolAvailable, n.PoolAllocated = u.Capacity, u.Available, u.Allocated

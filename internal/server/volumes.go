@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,6 +16,7 @@ import (
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
 	"github.com/strata-storage/strata/internal/qos"
+	"github.com/strata-storage/strata/internal/replset"
 	"github.com/strata-storage/strata/internal/size"
 )
 
@@ -53,13 +55,16 @@ func (s *Server) view(rec meta.Volume, snapshots int) *pb.Volume {
 		Qos:           qosView(rec.QoS),
 		Tenant:        rec.Tenant,
 	}
+	replicaView(v, rec)
 	if rec.Node != s.node || rec.State != meta.StateReady {
 		return v
 	}
 	st, err := s.agent.Status(rec.Name)
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
-		v.State = stateMissing
+		if slices.Contains(replicaNodes(rec), s.node) {
+			v.State = stateMissing
+		}
 	case err != nil:
 		s.log.Warn("volume status", "volume", rec.Name, "err", err)
 	default:
@@ -122,7 +127,11 @@ func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, "", "", req.Labels, lim, "")
+	spec, err := placeSpecOf(req)
+	if err != nil {
+		return nil, err
+	}
+	return s.createPlaced(ctx, req.Name, sz, "", "", req.Labels, lim, "", spec)
 }
 
 // CloneVolume makes a thin clone of snapshot VOL@SNAP. size_bytes 0 keeps
@@ -158,6 +167,13 @@ func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*
 // ready, so that no engine runs it without them. tenant owns the volume
 // (a clone's; see CreateClone), or none.
 func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits, tenant string) (*pb.Volume, error) {
+	return s.createPlaced(ctx, name, sz, srcVol, srcSnap, labels, lim, tenant, placeSpec{})
+}
+
+// createPlaced is create with the replicas of an empty volume placed by
+// spec. A clone has one replica, on the node of its source's engine (it
+// shares the source's layers there).
+func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits, tenant string, spec placeSpec) (*pb.Volume, error) {
 	parent := ""
 	locks := []string{name}
 	if srcVol != "" {
@@ -199,8 +215,8 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 		if rec.State == meta.StateDeleting {
 			return nil, fmt.Errorf("volume %q is being deleted; retry when it is gone: %w", name, errdefs.ErrFailedPrecondition)
 		}
-		if rec.Size != sz || rec.Parent != parent || !maps.Equal(rec.Labels, labels) || rec.Tenant != tenant {
-			return nil, fmt.Errorf("volume %q exists with another spec (%s%s%s): %w", name, size.Format(rec.Size), fromText(rec.Parent), labelsText(rec.Labels), errdefs.ErrAlreadyExists)
+		if rec.Size != sz || rec.Parent != parent || !maps.Equal(rec.Labels, labels) || rec.Tenant != tenant || !spec.matches(rec) {
+			return nil, fmt.Errorf("volume %q exists with another spec (%s%s%s%s): %w", name, size.Format(rec.Size), fromText(rec.Parent), labelsText(rec.Labels), replicasText(rec), errdefs.ErrAlreadyExists)
 		}
 		if rec.State == meta.StateReady {
 			return s.viewOf(ctx, rec)
@@ -214,16 +230,31 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 			return nil, fmt.Errorf("the pool of node %s holds a chain named %q that no volume record lists (left by an interrupted operation or another tool); choose another name: %w",
 				s.node, name, errdefs.ErrFailedPrecondition)
 		}
+		nodes := []string{s.node}
+		if srcVol == "" {
+			if nodes, err = s.place(ctx, sz, spec); err != nil {
+				return nil, err
+			}
+		}
+		engineNode := nodes[0]
+		if slices.Contains(nodes, s.node) {
+			engineNode = s.node
+		}
+		repl, err := replset.New(nodes, time.Now().UTC())
+		if err != nil {
+			return nil, err
+		}
 		rec, err = s.meta.CreateVolume(ctx, meta.Volume{
-			Name:    name,
-			Size:    sz,
-			Parent:  parent,
-			Node:    s.node,
-			Created: time.Now().UTC(),
-			State:   meta.StateCreating,
-			Labels:  labels,
-			QoS:     lim,
-			Tenant:  tenant,
+			Name:        name,
+			Size:        sz,
+			Parent:      parent,
+			Node:        engineNode,
+			Created:     time.Now().UTC(),
+			State:       meta.StateCreating,
+			Labels:      labels,
+			QoS:         lim,
+			Tenant:      tenant,
+			Replication: repl,
 		})
 		if err != nil {
 			return nil, err
@@ -233,10 +264,14 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 	}
 
 	var info chain.Info
-	if srcVol == "" {
-		info, err = s.agent.Create(name, sz)
-	} else {
+	switch {
+	case srcVol != "":
 		info, err = s.agent.Clone(srcVol, srcSnap, name, sz)
+	case rec.Replicated() && !(len(rec.Replication.Replicas) == 1 && rec.Replication.Replicas[0].Node == s.node):
+		info = chain.Info{Name: name, Size: sz}
+		err = s.createReplicas(ctx, name, sz, replicaNodes(rec))
+	default:
+		info, err = s.agent.Create(name, sz)
 	}
 	if err != nil {
 		if derr := s.meta.DeleteVolume(ctx, rec); derr != nil {
@@ -343,6 +378,21 @@ func (s *Server) DeleteVolume(ctx context.Context, req *pb.DeleteVolumeRequest) 
 			}
 		}
 		return nil, err
+	}
+	// Closing the engine may have recorded its detach.
+	if rec, err = s.meta.GetVolume(ctx, name); err != nil {
+		return nil, err
+	}
+	var others []string
+	for _, n := range replicaNodes(rec) {
+		if n != s.node {
+			others = append(others, n)
+		}
+	}
+	if err := s.deleteReplicas(ctx, name, others); err != nil {
+		// The volume goes; a node that was away keeps an orphan chain,
+		// which blocks the name on that node only (create says so).
+		s.log.Warn("some replicas of a deleted volume could not be deleted", "volume", name, "err", err)
 	}
 	if err := s.meta.DeleteVolume(ctx, rec); err != nil {
 		return nil, err

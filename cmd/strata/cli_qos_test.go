@@ -76,10 +76,10 @@ func TestQoSCommands(t *testing.T) {
 			}
 		}
 		f := strings.Fields(row)
-		if len(f) != 10 {
+		if len(f) != 12 {
 			t.Fatalf("volume list row %q", row)
 		}
-		iops, bw := f[7], f[8]
+		iops, bw := f[9], f[10]
 		if want == "c1 " && (iops != "500" || bw != "-") || want != "c1 " && (iops != "-" || bw != "-") {
 			t.Errorf("volume list row %q: IOPS %s, bandwidth %s", row, iops, bw)
 		}

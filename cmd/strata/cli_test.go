@@ -111,10 +111,10 @@ func TestVolumeAndSnapshotCommands(t *testing.T) {
 	}
 
 	want := "" +
-		"NAME  SIZE   ALLOCATED  SNAPSHOTS  PARENT   STATE  EXPORTS  MAX-IOPS  MAX-BW  MOUNTS\n" +
-		"dev1  64MiB  0B         0          prod@v1  ready  0        -         -       -\n" +
-		"dev2  64MiB  0B         0          prod@v1  ready  0        -         -       -\n" +
-		"prod  64MiB  0B         2          -        ready  0        -         -       -\n"
+		"NAME  SIZE   ALLOCATED  REPLICAS  SNAPSHOTS  PARENT   STATE  NODE    EXPORTS  MAX-IOPS  MAX-BW  MOUNTS\n" +
+		"dev1  64MiB  0B         -         0          prod@v1  ready  node-1  0        -         -       -\n" +
+		"dev2  64MiB  0B         -         0          prod@v1  ready  node-1  0        -         -       -\n" +
+		"prod  64MiB  0B         -         2          -        ready  node-1  0        -         -       -\n"
 	if out := must(t, srv, "volume", "list"); out != want {
 		t.Errorf("volume list:\n%s\nwant:\n%s", out, want)
 	}
@@ -486,8 +486,8 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	walk(root)
-	if n != 32 {
-		t.Errorf("found %d client commands, want 32 (status, volume and 13 subcommands, snapshot and 3, cluster and 2, user and 5, secret and 3)", n)
+	if n != 35 {
+		t.Errorf("found %d client commands, want 35 (status, volume and 16 subcommands, snapshot and 3, cluster and 2, user and 5, secret and 3)", n)
 	}
 	// A group alone prints its help and succeeds.
 	if out, err := cli(t, "volume"); err != nil || !strings.Contains(out, "Available Commands:") {

@@ -30,7 +30,8 @@ Export it over NBD for VMs and NBD clients, or mount its filesystem on the node.
 		newVolumeDeleteCmd(cf), newVolumeResizeCmd(cf), newVolumeCloneCmd(cf),
 		newVolumeRevertCmd(cf), newVolumeExportCmd(cf), newVolumeMountCmd(cf),
 		newVolumeUnmountCmd(cf), newVolumeUpdateCmd(cf), newVolumeMapCmd(cf),
-		newVolumeUnmapCmd(cf),
+		newVolumeUnmapCmd(cf), newVolumeAttachCmd(cf), newVolumeHAUpdateCmd(cf),
+		newVolumeCheckCmd(cf),
 	)
 	return cmd
 }
@@ -39,8 +40,10 @@ func newVolumeCreateCmd(cf *clientFlags) *cobra.Command {
 	var sizeFlag, from string
 	var labels map[string]string
 	var limits qosFlags
+	var repl int
+	var nodes, zones []string
 	cmd := &cobra.Command{
-		Use:   "create NAME --size SIZE [--from VOL@SNAP] [--max-iops R,W] [--max-bandwidth R,W]",
+		Use:   "create NAME --size SIZE [--repl N] [--nodes N1,N2] [--zones A,B] [--from VOL@SNAP] [--max-iops R,W] [--max-bandwidth R,W]",
 		Short: "Create a volume, empty or as a thin clone of a snapshot",
 		Long: `Create a thin-provisioned volume: it takes no pool space until written.
 With --from it is a thin clone of a snapshot, made instantly whatever the size;
@@ -49,8 +52,14 @@ With --from it is a thin clone of a snapshot, made instantly whatever the size;
 value for both; a clone gets the cluster's clone-default limits for those not
 given (see strata cluster get). strata volume update changes them later.
 Creating a volume that exists with the same spec succeeds (its limits are left
-as they are). Prints the name.`,
+as they are). Prints the name.
+--repl 2 or 3 keeps that many replicas on distinct nodes, spread across zones
+then racks (node labels), on the nodes with the most free space; --nodes and
+--zones restrict where they may go. A request that cannot be met is refused
+with the reason. A clone has one replica, next to its source's.`,
 		Example: `  strata volume create demo --size 10GiB
+  strata volume create db --size 50GiB --repl 3
+  strata volume create db2 --size 50GiB --repl 2 --zones a,b
   strata volume create demo-test --from demo@before
   strata volume create db --size 20GiB --max-iops 2000,1000 --max-bandwidth 200`,
 		Args: exactArgs("NAME"),
@@ -79,7 +88,8 @@ as they are). Prints the name.`,
 				return err
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from, Labels: labels, Qos: lim})
+				v, err := c.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: n, FromSnapshot: from, Labels: labels, Qos: lim,
+					Replicas: int32(repl), Nodes: nodes, Zones: zones})
 				if err != nil {
 					return err
 				}
@@ -90,6 +100,9 @@ as they are). Prints the name.`,
 	}
 	cmd.Flags().StringVar(&sizeFlag, "size", "", "size: 512MiB, 10GiB, 1T or bytes (required unless --from)")
 	cmd.Flags().StringVar(&from, "from", "", "make a thin clone of snapshot VOL@SNAP")
+	cmd.Flags().IntVar(&repl, "repl", 1, "number of replicas, on distinct nodes: 1 to 3")
+	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "place replicas only on these nodes")
+	cmd.Flags().StringSliceVar(&zones, "zones", nil, "place replicas only in these zones (node label zone)")
 	cmd.Flags().StringToStringVar(&labels, "label", nil, "label KEY=VALUE to record with the volume (repeatable)")
 	limits.add(cmd, " (a clone gets the cluster default when not given)")
 	return cmd
@@ -102,7 +115,8 @@ func newVolumeListCmd(cf *clientFlags) *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List volumes",
 		Long: `List every volume with its size, the pool space its own layers hold, its
-snapshot count, the snapshot it was cloned from, its state, NBD connections, its
+in-sync and wanted replicas (2/3 is degraded), snapshot count, the snapshot it
+was cloned from, its state, the node its engine runs on, NBD connections, its
 IOPS and bandwidth limits (READ,WRITE or one value for both; - for none) and
 mount points. -o json and -o yaml print the API's fields (as the REST API does).`,
 		Example: `  strata volume list
@@ -121,10 +135,10 @@ mount points. -o json and -o yaml print the API's fields (as the REST API does).
 					return printProto(cmd.OutOrStdout(), format, resp)
 				}
 				tw := newTable(cmd.OutOrStdout())
-				fmt.Fprintln(tw, "NAME\tSIZE\tALLOCATED\tSNAPSHOTS\tPARENT\tSTATE\tEXPORTS\tMAX-IOPS\tMAX-BW\tMOUNTS")
+				fmt.Fprintln(tw, "NAME\tSIZE\tALLOCATED\tREPLICAS\tSNAPSHOTS\tPARENT\tSTATE\tNODE\tEXPORTS\tMAX-IOPS\tMAX-BW\tMOUNTS")
 				for _, v := range resp.Volumes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", v.Name, size.Format(v.SizeBytes),
-						size.Format(v.AllocatedBytes), v.SnapshotCount, dash(v.Parent), dash(v.State),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", v.Name, size.Format(v.SizeBytes),
+						size.Format(v.AllocatedBytes), formatReplicaCount(v), v.SnapshotCount, dash(v.Parent), dash(v.State), dash(v.Node),
 						v.ExportConnections, formatIOPS(v.Qos), formatBandwidth(v.Qos), dash(strings.Join(v.Mounts, ",")))
 				}
 				return tw.Flush()
@@ -141,7 +155,9 @@ func newVolumeInspectCmd(cf *clientFlags) *cobra.Command {
 		Use:   "inspect NAME",
 		Short: "Show the details of a volume",
 		Long: `Show everything the API knows about one volume: size, allocation, parent
-snapshot, snapshot count, layer depth, node, state, NBD connections, mounts,
+snapshot, snapshot count, layer depth, the node its engine runs on, state,
+replicas (in sync/wanted, the epoch, and each replica's node and mode:
+in-sync, catching-up or out), NBD connections, mounts,
 raw block devices it is mapped as,
 IOPS and bandwidth limits (READ,WRITE or one value for both; - for none), and
 the tenant that owns it (- for a volume of no tenant, which only admins manage).`,
@@ -173,6 +189,8 @@ the tenant that owns it (- for a volume of no tenant, which only admins manage).
 					{"Layers", strconv.Itoa(int(v.Layers))},
 					{"Node", dash(v.Node)},
 					{"State", dash(v.State)},
+					{"Replicas", formatReplicaCount(v) + " in sync, epoch " + strconv.FormatUint(v.Epoch, 10)},
+					{"Replica nodes", dash(formatReplicas(v))},
 					{"Exports", strconv.Itoa(int(v.ExportConnections))},
 					{"Mounts", dash(strings.Join(v.Mounts, ", "))},
 					{"Devices", dash(strings.Join(v.Devices, ", "))},

@@ -28,6 +28,7 @@ import (
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
 	"github.com/strata-storage/strata/internal/nbd"
+	"github.com/strata-storage/strata/internal/replica"
 )
 
 const testToken = "test-token-0123456789"
@@ -48,6 +49,17 @@ type testNode struct {
 	stopped            bool
 	// cloneExpiry is the clone controller's period (the default when 0).
 	cloneExpiry time.Duration
+
+	// Cluster nodes (see newClusterNode): name ("node1" when empty), the
+	// etcd of another node, heartbeat and replica timeout.
+	name           string
+	endpoints      []string
+	heartbeat      time.Duration
+	replicaTimeout time.Duration
+	// The replica server, on a port kept across restarts.
+	replAddr   string
+	replCancel context.CancelFunc
+	replDone   chan error
 }
 
 func freeURL(t *testing.T) string {
@@ -83,7 +95,7 @@ func (n *testNode) start() {
 	ctx := context.Background()
 	log := testLogger(t)
 	var err error
-	n.meta, err = meta.Open(ctx, meta.Config{Dir: filepath.Join(n.dir, "etcd"), ClientURL: n.etcdClient, PeerURL: n.etcdPr, StartTimeout: 30 * time.Second})
+	n.meta, err = meta.Open(ctx, meta.Config{Endpoints: n.endpoints, Dir: filepath.Join(n.dir, "etcd"), ClientURL: n.etcdClient, PeerURL: n.etcdPr, StartTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("meta: %v", err)
 	}
@@ -103,7 +115,22 @@ func (n *testNode) start() {
 		t.Fatal(err)
 	}
 	n.apiAddr, n.nbdAddr = apiLn.Addr().String(), nbdLn.Addr().String()
-	n.srv, err = New(ctx, Config{Meta: n.meta, Agent: n.agent, Node: "node1", APIAddr: n.apiAddr, NBDAddr: n.nbdAddr, Version: "test", Logger: log,
+	if n.replAddr == "" {
+		n.replAddr = strings.TrimPrefix(freeURL(t), "http://")
+	}
+	replLn, err := net.Listen("tcp", n.replAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	n.replCancel, n.replDone = rcancel, make(chan error, 1)
+	go func() { n.replDone <- replica.NewServer(n.agent.Pool(), n.agent.Epochs(), log).Serve(rctx, replLn) }()
+	name := n.name
+	if name == "" {
+		name = "node1"
+	}
+	n.srv, err = New(ctx, Config{Meta: n.meta, Agent: n.agent, Node: name, APIAddr: n.apiAddr, NBDAddr: n.nbdAddr, ReplicaAddr: n.replAddr,
+		Version: "test", Logger: log, Heartbeat: n.heartbeat, ReplicaTimeout: n.replicaTimeout,
 		TemplateDir: filepath.Join(n.dir, "templates"), CloneExpiry: n.cloneExpiry})
 	if err != nil {
 		t.Fatalf("server: %v", err)
@@ -145,6 +172,12 @@ func (n *testNode) stop() {
 	case <-n.nbdDone:
 	case <-time.After(10 * time.Second):
 		t.Errorf("nbd server did not stop")
+	}
+	n.replCancel()
+	select {
+	case <-n.replDone:
+	case <-time.After(10 * time.Second):
+		t.Errorf("replica server did not stop")
 	}
 	if err := n.agent.Close(); err != nil {
 		t.Errorf("agent close: %v", err)

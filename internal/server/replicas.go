@@ -219,4 +219,3 @@ func (s *Server) compareReplicas(ctx context.Context, name string, size, region 
 	}
 	return nil
 }
-

@@ -1,0 +1,268 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/strata-storage/strata/api/strata/v1"
+	"github.com/strata-storage/strata/internal/errdefs"
+)
+
+// newCluster starts three nodes sharing the first one's etcd, each with its
+// own pool and replica server, with fast heartbeats and replica timeouts.
+func newCluster(t *testing.T) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := 1; i <= 3; i++ {
+		n := &testNode{t: t, dir: t.TempDir(), etcdClient: freeURL(t), etcdPr: freeURL(t),
+			name: fmt.Sprintf("node%d", i), heartbeat: 200 * time.Millisecond, replicaTimeout: time.Second}
+		if i > 1 {
+			n.endpoints = []string{nodes[0].etcdClient}
+		}
+		n.start()
+		nodes = append(nodes, n)
+	}
+	// Cleanups run last in, first out: node1, which holds the etcd the
+	// others use, stops last.
+	for _, n := range nodes {
+		t.Cleanup(n.stop)
+	}
+	return nodes
+}
+
+// waitVolume polls volume name on node n until ok says yes.
+func waitVolume(t *testing.T, n *testNode, name, what string, ok func(*pb.Volume) bool) *pb.Volume {
+	t.Helper()
+	ctx := authed(context.Background())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := n.vols().GetVolume(ctx, &pb.GetVolumeRequest{Name: name})
+		if err == nil && ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volume %s never got %s: %v %v", name, what, v, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func modes(v *pb.Volume) string {
+	var parts []string
+	for _, r := range v.Replicas {
+		parts = append(parts, r.Node+":"+r.Mode)
+	}
+	return strings.Join(parts, " ")
+}
+
+// chainBytes reads the volume's chain on node n directly.
+func chainBytes(t *testing.T, n *testNode, name string, off, length int64) []byte {
+	t.Helper()
+	c, err := n.agent.Pool().Open(name)
+	if err != nil {
+		t.Fatalf("%s: open chain %s: %v", n.name, name, err)
+	}
+	p := make([]byte, length)
+	if _, err := c.ReadAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func fill(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+
+// TestReplicatedVolume: a volume with three replicas keeps every
+// acknowledged write through the loss of a replica's node, runs degraded
+// meanwhile, and catches the node up with only what it missed when it
+// returns; snapshots seal every replica; check finds them identical.
+func TestReplicatedVolume(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := authed(context.Background())
+
+	v := must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r", SizeBytes: 64 * mib, Replicas: 3}))
+	if v.Node != "node1" || v.ReplicasWanted != 3 || modes(v) != "node1:in-sync node2:in-sync node3:in-sync" || v.Degraded {
+		t.Fatalf("created: node %s, %s, degraded %v", v.Node, modes(v), v.Degraded)
+	}
+	// Idempotent with the same spec; another number of replicas is another spec.
+	must[*pb.Volume](t, "create again")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r", SizeBytes: 64 * mib, Replicas: 3}))
+	_, err := n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r", SizeBytes: 64 * mib, Replicas: 2})
+	wantCode(t, "create with another replica count", err, codes.AlreadyExists)
+	_, err = n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r4", SizeBytes: 64 * mib, Replicas: 4})
+	wantCode(t, "create with 4 replicas", err, codes.InvalidArgument)
+
+	if err := n1.agent.Attach("r"); err != nil {
+		t.Fatal(err)
+	}
+	eng := n1.agent.Engine("r")
+	if _, err := eng.WriteAt(fill(1, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if got := chainBytes(t, n, "r", 0, 1<<20); !bytes.Equal(got, fill(1, 1<<20)) {
+			t.Fatalf("%s does not hold the acknowledged write", n.name)
+		}
+	}
+	v = waitVolume(t, n1, "r", "epoch 1", func(v *pb.Volume) bool { return v.Epoch == 1 })
+
+	// node3 dies: the next write leaves it out, raises the epoch and is
+	// acknowledged by the two others.
+	n3.stop()
+	var written int64
+	for i := range 64 {
+		if _, err := eng.WriteAt(fill(byte(i+2), 4096), int64(2<<20+i*64<<10)); err != nil {
+			t.Fatalf("write %d with node3 down: %v", i, err)
+		}
+		written += 4096
+	}
+	v = waitVolume(t, n1, "r", "node3 out", func(v *pb.Volume) bool { return strings.Contains(modes(v), "node3:out") })
+	if !v.Degraded || v.State != "degraded" || v.Epoch != 2 {
+		t.Fatalf("with node3 out: state %s degraded %v epoch %d", v.State, v.Degraded, v.Epoch)
+	}
+	// Snapshots wait for every replica (each must seal the same layer).
+	_, err = n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "r", Name: "s1"})
+	wantCode(t, "snapshot while degraded", err, codes.Unavailable)
+
+	// node3 returns: it catches up by copying only the blocks it missed.
+	before := n1.srv.catchUpBytes.Load()
+	n3.start()
+	v = waitVolume(t, n1, "r", "three replicas in sync", func(v *pb.Volume) bool { return !v.Degraded && len(v.Replicas) == 3 })
+	copied := n1.srv.catchUpBytes.Load() - before
+	if copied == 0 || copied > written*3/2 {
+		t.Fatalf("catch-up copied %d bytes for %d written while node3 was out", copied, written)
+	}
+	if v.Epoch != 3 { // 2 when node3 left, 3 when it rejoined
+		t.Fatalf("epoch after the catch-up: %d, want 3", v.Epoch)
+	}
+	for i := range 64 {
+		if got := chainBytes(t, n3, "r", int64(2<<20+i*64<<10), 4096); !bytes.Equal(got, fill(byte(i+2), 4096)) {
+			t.Fatalf("node3 lacks write %d after the catch-up", i)
+		}
+	}
+	chk := must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "r"}))
+	if len(chk.Nodes) != 3 || len(chk.Differing) != 0 || chk.ComparedBytes != 64*mib {
+		t.Fatalf("check: %v", chk)
+	}
+
+	// A snapshot seals the same point on every replica.
+	must[*pb.Snapshot](t, "snapshot")(n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "r", Name: "s1"}))
+	for _, n := range nodes {
+		c, err := n.agent.Pool().Open("r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := c.Snapshots(); len(s) != 1 || s[0].Name != "s1" {
+			t.Fatalf("%s: snapshots %v", n.name, s)
+		}
+	}
+
+	// check notices a replica that differs behind the engine's back.
+	c2, _ := n2.agent.Pool().Open("r")
+	if _, err := c2.WriteAt(fill(0xee, 4096), 40<<20); err != nil {
+		t.Fatal(err)
+	}
+	chk = must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "r", RegionBytes: 64 << 10}))
+	if len(chk.Differing) != 1 || chk.Differing[0].Offset != 40<<20 || chk.Differing[0].Length != 64<<10 {
+		t.Fatalf("check after corrupting node2: %v", chk.Differing)
+	}
+}
+
+// TestFailoverFencesTheOldEngine: attaching a volume on another node moves
+// its engine there with every acknowledged write, and the old engine,
+// still running, can no longer write to any replica (invariant 3).
+func TestFailoverFencesTheOldEngine(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "f", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}}))
+	if err := n2.agent.Attach("f"); err != nil {
+		t.Fatal(err)
+	}
+	old := n2.agent.Engine("f")
+	if _, err := old.WriteAt(fill(7, 8192), 4096); err != nil {
+		t.Fatal(err)
+	}
+
+	// Attach through node1, which holds no replica: refused, saying where they are.
+	_, err := n1.vols().AttachVolume(ctx, &pb.AttachVolumeRequest{Name: "f"})
+	wantCode(t, "attach on a node without a replica", err, codes.FailedPrecondition)
+	// Attach on node3 named through node2's API: refused, naming node3's API.
+	_, err = n2.vols().AttachVolume(ctx, &pb.AttachVolumeRequest{Name: "f", Node: "node3"})
+	wantCode(t, "attach on another node", err, codes.FailedPrecondition)
+
+	v := must[*pb.Volume](t, "attach")(n3.vols().AttachVolume(ctx, &pb.AttachVolumeRequest{Name: "f"}))
+	if v.Node != "node3" {
+		t.Fatalf("attached to %s", v.Node)
+	}
+	eng := n3.agent.Engine("f")
+	p := make([]byte, 8192)
+	if _, err := eng.ReadAt(p, 4096); err != nil || !bytes.Equal(p, fill(7, 8192)) {
+		t.Fatalf("acknowledged write after failover: %v", err)
+	}
+	// The old engine is fenced: its write fails and reaches no replica.
+	if _, err := old.WriteAt(fill(9, 4096), 4096); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("write of the old engine after failover: %v", err)
+	}
+	for _, n := range []*testNode{n2, n3} {
+		if got := chainBytes(t, n, "f", 4096, 4096); !bytes.Equal(got, fill(7, 4096)) {
+			t.Fatalf("%s: the fenced engine's write landed", n.name)
+		}
+	}
+	// The new engine keeps both replicas in sync.
+	if _, err := eng.WriteAt(fill(8, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if v := waitVolume(t, n3, "f", "in sync", func(v *pb.Volume) bool { return v.Epoch >= 2 }); v.Degraded {
+		t.Fatalf("degraded after failover: %s", modes(v))
+	}
+}
+
+// TestHAUpdate: replicas are added online (placed, then caught up) and
+// removed (their data deleted).
+func TestHAUpdate(t *testing.T) {
+	nodes := newCluster(t)
+	n1 := nodes[0]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "h", SizeBytes: 16 * mib}))
+	if err := n1.agent.Attach("h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.agent.Engine("h").WriteAt(fill(5, 1<<20), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	must[*pb.Volume](t, "ha-update 3")(n1.vols().UpdateVolumeReplicas(ctx, &pb.UpdateVolumeReplicasRequest{Name: "h", Replicas: 3}))
+	waitVolume(t, n1, "h", "3 in sync", func(v *pb.Volume) bool {
+		return v.ReplicasWanted == 3 && modes(v) == "node1:in-sync node2:in-sync node3:in-sync"
+	})
+	for _, n := range nodes {
+		if got := chainBytes(t, n, "h", 3<<20, 1<<20); !bytes.Equal(got, fill(5, 1<<20)) {
+			t.Fatalf("%s lacks the data after ha-update", n.name)
+		}
+	}
+	// Writes reach the new replicas.
+	if _, err := n1.agent.Engine("h").WriteAt(fill(6, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := chainBytes(t, nodes[2], "h", 0, 4096); !bytes.Equal(got, fill(6, 4096)) {
+		t.Fatal("a new replica misses a later write")
+	}
+	v := must[*pb.Volume](t, "ha-update 1")(n1.vols().UpdateVolumeReplicas(ctx, &pb.UpdateVolumeReplicasRequest{Name: "h", Replicas: 1}))
+	if modes(v) != "node1:in-sync" {
+		t.Fatalf("after ha-update 1: %s", modes(v))
+	}
+	for _, n := range nodes[1:] {
+		if _, err := n.agent.Pool().Open("h"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("%s still holds a removed replica: %v", n.name, err)
+		}
+	}
+	_, err := n1.vols().UpdateVolumeReplicas(ctx, &pb.UpdateVolumeReplicasRequest{Name: "h", Replicas: 0})
+	wantCode(t, "ha-update 0", err, codes.InvalidArgument)
+}
+

@@ -249,4 +249,3 @@ func within(t testing.TB, d time.Duration, what string, fn func()) {
 		t.Fatalf("%s did not return within %v", what, d)
 	}
 }
-

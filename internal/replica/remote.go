@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,6 +332,7 @@ func (r *Remote) writeLoop(w *bufio.Writer) {
 		case <-r.broken:
 			return
 		}
+		yielded := false
 		for {
 			r.mu.Lock()
 			if r.err != nil {
@@ -344,12 +346,19 @@ func (r *Remote) writeLoop(w *bufio.Writer) {
 			r.mu.Unlock()
 			if len(batch) == 0 {
 				r.spare = batch
+				if !yielded {
+					// Let the callers about to send join this write.
+					yielded = true
+					runtime.Gosched()
+					continue
+				}
 				if err := w.Flush(); err != nil {
 					r.fail(fmt.Errorf("replica: %s: send: %v: %w", r.addr, err, errdefs.ErrUnavailable))
 					return
 				}
 				break
 			}
+			yielded = false
 			var err error
 			for i, c := range batch {
 				if err == nil {

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +30,7 @@ type Server struct {
 
 	maxInFlight      int
 	maxInFlightBytes int64
+	maxWorkers       int
 	// payloadTimeout bounds how long a request's payload may take to come
 	// once its header has; writeTimeout how long a batch of replies may
 	// take to leave; shutdownGrace how long the replies of requests in
@@ -50,6 +53,7 @@ func NewServer(pool *chain.Pool, epochs *Epochs, log *slog.Logger) *Server {
 		log:              log,
 		maxInFlight:      64,
 		maxInFlightBytes: 2 * MaxPayload,
+		maxWorkers:       16,
 		payloadTimeout:   30 * time.Second,
 		writeTimeout:     30 * time.Second,
 		shutdownGrace:    2 * time.Second,
@@ -108,8 +112,8 @@ func temporary(err error) bool {
 }
 
 // conn is one client connection: a reader (serveConn's goroutine) that
-// parses requests and starts a goroutine per request, bounded by a
-// budget, and a writer that sends replies in the order they complete,
+// parses requests and queues them, bounded by a budget, for up to
+// maxWorkers workers, and a writer that sends replies in the order they complete,
 // flushing when none is waiting.
 type conn struct {
 	s   *Server
@@ -121,9 +125,12 @@ type conn struct {
 	volume string // "" on a control connection
 	local  *Local // the bound volume through its fence; nil on control
 
-	bud     *budget
-	replies chan reply
-	workers sync.WaitGroup
+	bud      *budget
+	jobs     chan request
+	replies  chan reply
+	workers  sync.WaitGroup
+	nworkers int          // started; the reader's alone
+	busy     atomic.Int32 // workers running a request
 
 	mu      sync.Mutex
 	closing bool // the server is stopping: deadlines stay short
@@ -277,10 +284,15 @@ func (c *conn) run() error {
 	if c.local != nil {
 		c.log = c.log.With("volume", c.volume, "epoch", c.local.Fence().Epoch())
 	}
+	// Both channels hold a whole budget's worth, so neither the reader
+	// nor the workers ever block on them: the budget is what stops the
+	// reader.
+	c.jobs = make(chan request, c.s.maxInFlight)
 	c.replies = make(chan reply, c.s.maxInFlight)
 	wdone := make(chan struct{})
 	go c.writeLoop(wdone)
 	err := c.readLoop()
+	close(c.jobs)
 	c.workers.Wait()
 	close(c.replies)
 	<-wdone
@@ -404,8 +416,24 @@ func (c *conn) readLoop() error {
 			c.replies <- reply{handle: h.handle, status: statusOf(err), data: errMessage(err), cost: q.cost}
 			continue
 		}
-		c.workers.Add(1)
-		go c.serve(q)
+		c.jobs <- q
+		// Workers start on demand, up to maxWorkers, and stay until the
+		// connection ends: a goroutine per request would grow a fresh
+		// stack every time.
+		if c.nworkers < c.s.maxWorkers && len(c.jobs) > c.nworkers-int(c.busy.Load()) {
+			c.nworkers++
+			c.workers.Add(1)
+			go c.worker()
+		}
+	}
+}
+
+func (c *conn) worker() {
+	defer c.workers.Done()
+	for q := range c.jobs {
+		c.busy.Add(1)
+		c.serve(q)
+		c.busy.Add(-1)
 	}
 }
 
@@ -426,10 +454,8 @@ func (c *conn) check(h *reqHeader) error {
 	return nil
 }
 
-// serve runs one request and queues its reply; the channel has room for
-// every request the budget lets in, so this never blocks.
+// serve runs one request and queues its reply.
 func (c *conn) serve(q request) {
-	defer c.workers.Done()
 	data, buf, err := c.do(&q)
 	putBuf(q.buf)
 	rp := reply{handle: q.handle, data: data, buf: buf, cost: q.cost}
@@ -460,8 +486,12 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 				_, werr = c.w.Write(rp.data)
 			}
 			if werr == nil && len(c.replies) == 0 {
-				werr = c.w.Flush()
-				idle = true
+				// Let the workers about to reply join this write.
+				runtime.Gosched()
+				if len(c.replies) == 0 {
+					werr = c.w.Flush()
+					idle = true
+				}
 			}
 			if werr != nil {
 				c.log.Debug("replica: write reply", "err", werr)

@@ -596,6 +596,22 @@ func (s *Server) catchUp(ctx context.Context, name string, eng *engine.Volume, n
 // side wrote since the volume's last snapshot (snapshots need every replica
 // in sync, so both hold it), or everything either side wrote.
 func (s *Server) unknownDifferences(ctx context.Context, name string, eng *engine.Volume, node string) ([]engine.Extent, error) {
+	es, err := s.headExtents(ctx, name, eng.InSync()[0], node)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]engine.Extent, 0, len(es))
+	for _, e := range es {
+		out = append(out, engine.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	return out, nil
+}
+
+// headExtents returns the extents the replicas of volume name on nodes
+// changed since the volume's last snapshot (every replica holds it:
+// snapshots are taken only with all replicas in sync), or since the start
+// on a replica that lacks it.
+func (s *Server) headExtents(ctx context.Context, name string, nodes ...string) ([]chain.Extent, error) {
 	from := ""
 	if snaps, err := s.meta.ListSnapshots(ctx, name); err == nil {
 		var last meta.Snapshot
@@ -606,8 +622,8 @@ func (s *Server) unknownDifferences(ctx context.Context, name string, eng *engin
 		}
 		from = last.Name
 	}
-	var out []engine.Extent
-	for _, n := range []string{eng.InSync()[0], node} {
+	var out []chain.Extent
+	for _, n := range nodes {
 		es, err := s.replicaExtents(ctx, name, n, from)
 		if errors.Is(err, errdefs.ErrNotFound) && from != "" {
 			es, err = s.replicaExtents(ctx, name, n, "")
@@ -615,9 +631,7 @@ func (s *Server) unknownDifferences(ctx context.Context, name string, eng *engin
 		if err != nil {
 			return nil, fmt.Errorf("extents of the replica on %s: %w", n, err)
 		}
-		for _, e := range es {
-			out = append(out, engine.Extent{Offset: e.Offset, Length: e.Length})
-		}
+		out = append(out, es...)
 	}
 	return out, nil
 }
@@ -682,13 +696,9 @@ const resyncRegion = 1 << 20
 // resyncRegions returns the regions, among those either replica changed
 // since the last snapshot, whose content differs between node a and b.
 func (s *Server) resyncRegions(ctx context.Context, name string, size int64, a, b string) ([]engine.Extent, error) {
-	var cand []chain.Extent
-	for _, n := range []string{a, b} {
-		es, err := s.replicaExtents(ctx, name, n, "")
-		if err != nil {
-			return nil, err
-		}
-		cand = append(cand, es...)
+	cand, err := s.headExtents(ctx, name, a, b)
+	if err != nil {
+		return nil, err
 	}
 	regions := map[int64]bool{}
 	for _, e := range cand {

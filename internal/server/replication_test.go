@@ -266,3 +266,54 @@ func TestHAUpdate(t *testing.T) {
 	wantCode(t, "ha-update 0", err, codes.InvalidArgument)
 }
 
+
+// TestResyncAfterEngineCrash: an engine that ended without detaching may
+// leave replicas different where its writes were in flight; the next
+// attach copies those regions from one replica to the others before any
+// I/O (invariant 6).
+func TestResyncAfterEngineCrash(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := authed(context.Background())
+	bg := context.Background()
+	must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "c", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}}))
+	if err := n2.agent.Attach("c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n2.agent.Engine("c").WriteAt(fill(3, 2<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	n2.stop()
+	// The record as a crash leaves it: attached to node2, dirty; and a
+	// write in flight reached node3 only.
+	rec, err := n1.meta.GetVolume(bg, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Replication.Engine != "" || rec.Replication.Dirty {
+		t.Fatalf("a clean stop left the record attached: %+v", rec.Replication)
+	}
+	rec.Replication.Engine, rec.Replication.Dirty = "node2", true
+	if _, err := n1.meta.UpdateVolume(bg, rec); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := n3.agent.Pool().Open("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c3.WriteAt(fill(9, 4096), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+
+	n2.start()
+	if err := n2.agent.Attach("c"); err != nil {
+		t.Fatal(err)
+	}
+	if got := chainBytes(t, n3, "c", 1<<20, 4096); !bytes.Equal(got, fill(3, 4096)) {
+		t.Fatal("the attach after a crash did not resync the replicas")
+	}
+	chk := must[*pb.CheckVolumeResponse](t, "check")(n2.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "c"}))
+	if len(chk.Differing) != 0 {
+		t.Fatalf("replicas differ after the resync: %v", chk.Differing)
+	}
+}

@@ -127,7 +127,7 @@ func (c controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeReque
 	case status.Code(err) != codes.NotFound:
 		return nil, err
 	default:
-		if v, err = d.create(ctx, name, size, src, labels, params.qos); err != nil {
+		if v, err = d.create(ctx, name, size, src, labels, params.qos, params.repl); err != nil {
 			return nil, err
 		}
 		d.log.Info("volume created", "volume", name, "csi_name", req.GetName(), "size", v.GetSizeBytes(), "from", src.parent)
@@ -143,7 +143,7 @@ func (c controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeReque
 
 // create makes the volume; for a source volume, it first snapshots it and
 // removes the snapshot again if the clone cannot be made.
-func (d *Driver) create(ctx context.Context, name string, size int64, src source, labels map[string]string, qos *stratav1.QosLimits) (*stratav1.Volume, error) {
+func (d *Driver) create(ctx context.Context, name string, size int64, src source, labels map[string]string, qos *stratav1.QosLimits, repl int) (*stratav1.Volume, error) {
 	took := false
 	if src.fromVolume != "" {
 		vol, snap, _ := strings.Cut(src.parent, "@")
@@ -161,7 +161,7 @@ func (d *Driver) create(ctx context.Context, name string, size int64, src source
 		}
 	}
 	v, err := d.api.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{
-		Name: name, SizeBytes: size, FromSnapshot: src.parent, Labels: labels, Qos: qos,
+		Name: name, SizeBytes: size, FromSnapshot: src.parent, Labels: labels, Qos: qos, Replicas: int32(repl),
 	})
 	if err != nil && took {
 		d.dropCloneSnapshot(context.WithoutCancel(ctx), src.parent)

@@ -151,7 +151,7 @@ func TestCreateVolumeRefusals(t *testing.T) {
 		code   codes.Code
 		msg    string
 	}{
-		{"repl 2", map[string]string{"repl": "2"}, nil, nil, codes.InvalidArgument, "replication is not available yet"},
+		{"repl 4", map[string]string{"repl": "4"}, nil, nil, codes.InvalidArgument, "1, 2 or 3"},
 		{"unknown parameter", map[string]string{"iops": "5"}, nil, nil, codes.InvalidArgument, "unknown parameter"},
 		{"fs and fs_type differ", map[string]string{"fs": "xfs"}, nil, mountCap("ext4"), codes.InvalidArgument, "differ"},
 		{"another zone", map[string]string{"zones": "b,c"}, nil, nil, codes.ResourceExhausted, "in none of them"},

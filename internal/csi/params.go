@@ -28,6 +28,7 @@ const coPrefix = "csi.storage.k8s.io/"
 
 // volumeParams is what CreateVolume's parameters ask for.
 type volumeParams struct {
+	repl  int      // replicas: 1 to 3 (0: 1)
 	fs    string   // "", "ext4" or "xfs"
 	zones []string // nil: any
 	qos   *stratav1.QosLimits
@@ -36,8 +37,7 @@ type volumeParams struct {
 }
 
 // parseVolumeParams reads StorageClass parameters. Unknown keys are
-// refused, and so are values of features this release lacks (repl 2 or 3);
-// keys the CO adds (csi.storage.k8s.io/...) are not checked. Errors wrap
+// refused; keys the CO adds (csi.storage.k8s.io/...) are not checked. Errors wrap
 // errdefs.ErrInvalidArgument.
 func parseVolumeParams(params map[string]string) (volumeParams, error) {
 	var p volumeParams
@@ -58,12 +58,10 @@ func parseVolumeParams(params map[string]string) (volumeParams, error) {
 			p.pvcNamespace = v
 		case ParamRepl:
 			n, err := strconv.Atoi(v)
-			switch {
-			case err != nil || n < 1 || n > 3:
+			if err != nil || n < 1 || n > 3 {
 				return p, bad("the number of replicas is 1, 2 or 3")
-			case n > 1:
-				return p, bad("replication is not available yet: volumes have 1 replica (use %s: \"1\" or leave it out)", ParamRepl)
 			}
+			p.repl = n
 		case ParamFS:
 			if err := checkFS(v); err != nil {
 				return p, bad("%v", err)

@@ -35,8 +35,7 @@ func TestParseVolumeParams(t *testing.T) {
 	}
 
 	for params, want := range map[string]string{
-		"repl=2":              "replication is not available yet",
-		"repl=3":              "replication is not available yet",
+		"repl=4":              "1, 2 or 3",
 		"repl=0":              "1, 2 or 3",
 		"repl=x":              "1, 2 or 3",
 		"fs=btrfs":            "ext4 or xfs",

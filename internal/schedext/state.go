@@ -45,13 +45,19 @@ func Claims(pod *corev1.Pod) []string {
 	return out
 }
 
-// replicas returns the names of the nodes holding a replica of v. Today a
-// volume has one replica, on v.Node.
+// replicas returns the names of the nodes holding an in-sync replica of
+// v (its node, from a server that does not report replicas).
 func replicas(v *stratav1.Volume) []string {
-	if v.Node == "" {
-		return nil
+	var out []string
+	for _, r := range v.Replicas {
+		if r.Mode == "in-sync" {
+			out = append(out, r.Node)
+		}
 	}
-	return []string{v.Node}
+	if len(out) == 0 && len(v.Replicas) == 0 && v.Node != "" {
+		out = []string{v.Node}
+	}
+	return out
 }
 
 func degraded(v *stratav1.Volume) bool { return slices.Contains(degradedStates, v.State) }

@@ -2,6 +2,7 @@ package schedext
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,5 +87,17 @@ func TestNewCluster(t *testing.T) {
 	}
 	if got := newCluster(st, vols); !reflect.DeepEqual(got, want) {
 		t.Errorf("newCluster =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestReplicasAreTheInSyncOnes(t *testing.T) {
+	v := &stratav1.Volume{Node: "n1", Replicas: []*stratav1.VolumeReplica{
+		{Node: "n1", Mode: "in-sync"}, {Node: "n2", Mode: "out"}, {Node: "n3", Mode: "in-sync"},
+	}}
+	if got := replicas(v); !slices.Equal(got, []string{"n1", "n3"}) {
+		t.Fatalf("replicas %v, want [n1 n3]", got)
+	}
+	if got := replicas(&stratav1.Volume{Node: "n1"}); !slices.Equal(got, []string{"n1"}) {
+		t.Fatalf("replicas of a volume without a replica list: %v", got)
 	}
 }

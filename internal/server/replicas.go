@@ -10,6 +10,7 @@ import (
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/meta"
 	"github.com/strata-storage/strata/internal/placement"
 	"github.com/strata-storage/strata/internal/replica"
 	"github.com/strata-storage/strata/internal/replset"
@@ -218,4 +219,16 @@ func (s *Server) compareReplicas(ctx context.Context, name string, size, region 
 		resp.ComparedBytes += n
 	}
 	return nil
+}
+
+// refuseSpread refuses an operation that changes a volume's layers on
+// this node only (revert, snapshot delete) when the volume has replicas on
+// other nodes: their layers would no longer match (invariant 4).
+func refuseSpread(rec meta.Volume, action string) error {
+	nodes := replicaNodes(rec)
+	if len(nodes) <= 1 {
+		return nil
+	}
+	return fmt.Errorf("cannot %s volume %q: it has %d replicas (on %s), and this release does that on one replica only; reduce it to one first (strata volume ha-update %s --repl 1), then add them back: %w",
+		action, rec.Name, len(nodes), strings.Join(nodes, ", "), rec.Name, errdefs.ErrFailedPrecondition)
 }

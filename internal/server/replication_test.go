@@ -163,6 +163,12 @@ func TestReplicatedVolume(t *testing.T) {
 		}
 	}
 
+	// Revert and snapshot delete would change one replica's layers only.
+	_, err = n1.vols().RevertVolume(ctx, &pb.RevertVolumeRequest{Name: "r", Snapshot: "s1"})
+	wantCode(t, "revert of a replicated volume", err, codes.FailedPrecondition)
+	_, err = n1.snaps().DeleteSnapshot(ctx, &pb.DeleteSnapshotRequest{Volume: "r", Name: "s1"})
+	wantCode(t, "snapshot delete of a replicated volume", err, codes.FailedPrecondition)
+
 	// check notices a replica that differs behind the engine's back.
 	c2, _ := n2.agent.Pool().Open("r")
 	if _, err := c2.WriteAt(fill(0xee, 4096), 40<<20); err != nil {
@@ -265,7 +271,6 @@ func TestHAUpdate(t *testing.T) {
 	_, err := n1.vols().UpdateVolumeReplicas(ctx, &pb.UpdateVolumeReplicasRequest{Name: "h", Replicas: 0})
 	wantCode(t, "ha-update 0", err, codes.InvalidArgument)
 }
-
 
 // TestResyncAfterEngineCrash: an engine that ended without detaching may
 // leave replicas different where its writes were in flight; the next

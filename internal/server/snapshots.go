@@ -167,7 +167,9 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	if _, err := s.volumeFor(ctx, vol, actDeleteSnapshot); err != nil {
+	if rec, err := s.volumeFor(ctx, vol, actDeleteSnapshot); err != nil {
+		return nil, err
+	} else if err := refuseSpread(rec, "delete a snapshot of"); err != nil {
 		return nil, err
 	}
 	if err := s.refuseTemplateVersion(ctx, vol, req.Name, actDelete); err != nil {

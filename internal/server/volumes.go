@@ -474,6 +474,9 @@ func (s *Server) RevertVolume(ctx context.Context, req *pb.RevertVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
+	if err := refuseSpread(rec, "revert"); err != nil {
+		return nil, err
+	}
 	if err := s.refuseTemplateVersion(ctx, name, "", actRevert); err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (c *Control) Err() error { return c.r.Err() }
 func (c *Control) do(ctx context.Context, o op, off, length uint64, payload []byte, timeout time.Duration) ([]byte, error) {
 	call := getCall(o, off, length)
 	call.payload = payload
-	if !c.r.send(ctx, call, timeout) {
+	if !c.r.send(ctx.Done(), call, timeout) {
 		// The reply may still come: the call is the connection's now.
 		return nil, fmt.Errorf("replica: %v on %s: %w", o, c.r.addr, ctx.Err())
 	}

@@ -65,11 +65,13 @@
 // fence: once a later hello (or Local) raises the volume's epoch on the
 // node, they fail with status 7 and change nothing.
 //
-// After hello, the client may send any number of requests without waiting;
-// the server runs up to 64 of them at once per connection (and stops
-// reading while 64 MiB of payload are in flight) and answers each as it
-// completes, so replies may come out of order. Writes are applied in the
-// page cache and acknowledged; flush makes the acknowledged writes durable.
+// After hello, the client may send any number of requests without waiting.
+// The server reads up to 64 requests (and 64 MiB of payload) ahead of its
+// replies, runs up to 16 at once per connection, and answers each as it
+// completes, so replies may come out of order; replies that complete
+// together leave in one write. Consecutive writes are thus applied side by
+// side, each acknowledged once it is in the chain (the page cache); flush
+// makes the writes acknowledged before it durable.
 //
 // Extents replies hold at most 1<<20 extents, those starting at or after
 // the offset argument; a full reply means more may follow from the end of

@@ -94,8 +94,9 @@ type call struct {
 	resp []byte // reply payload of ops other than read
 	err  error
 
-	refs atomic.Int32
-	done chan struct{} // cap 1
+	refs  atomic.Int32
+	done  chan struct{} // cap 1
+	timer *time.Timer   // the caller's, reused with the call
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -277,10 +278,10 @@ func (r *Remote) fail(err error) {
 }
 
 // send queues c and waits for it to complete, for at most timeout (none
-// if 0) and until ctx is done (nil: never). A timeout breaks the Remote.
-// It returns false when ctx ended the wait: the call then still belongs
-// to the connection and must not be reused.
-func (r *Remote) send(ctx context.Context, c *call, timeout time.Duration) bool {
+// if 0) and until cancel is closed (nil: never). A timeout breaks the
+// Remote. It returns false when cancel ended the wait: the call then still
+// belongs to the connection and must not be reused.
+func (r *Remote) send(cancel <-chan struct{}, c *call, timeout time.Duration) bool {
 	c.h.plen = uint32(len(c.payload))
 	c.refs.Store(2)
 	r.mu.Lock()
@@ -301,13 +302,15 @@ func (r *Remote) send(ctx context.Context, c *call, timeout time.Duration) bool 
 
 	var tc <-chan time.Time
 	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
-	}
-	var cc <-chan struct{}
-	if ctx != nil {
-		cc = ctx.Done()
+		// Since Go 1.23 a stopped or reset timer delivers no stale tick,
+		// so the call's timer is reused as is.
+		if c.timer == nil {
+			c.timer = time.NewTimer(timeout)
+		} else {
+			c.timer.Reset(timeout)
+		}
+		defer c.timer.Stop()
+		tc = c.timer.C
 	}
 	select {
 	case <-c.done:
@@ -316,7 +319,7 @@ func (r *Remote) send(ctx context.Context, c *call, timeout time.Duration) bool 
 		r.fail(fmt.Errorf("replica: %s: %v: no reply within %v: %w", r.addr, c.h.op, timeout, errdefs.ErrUnavailable))
 		<-c.done
 		return true
-	case <-cc:
+	case <-cancel:
 		return false
 	}
 }

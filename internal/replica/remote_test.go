@@ -741,3 +741,61 @@ func TestRemoteClose(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineOverRemote runs an engine over a Local on one node and a
+// Remote on another: after concurrent writes, a trim and a snapshot, both
+// chains hold the same bytes and the same snapshot.
+func TestEngineOverRemote(t *testing.T) {
+	checkNoLeaks(t)
+	a, b := startNode(t), startNode(t)
+	ca, cb := a.create("vol", 16*mib), b.create("vol", 16*mib)
+	l, err := OpenLocal(ca, a.epochs, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New("vol", l, b.dial("vol", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 32; i++ {
+				off := int64(g)*2*mib + int64(i)*(64<<10) + int64(i%7)
+				if _, err := eng.WriteAt(pattern(60<<10, byte(g+i)), off); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := eng.Trim(3*mib+100, mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Snapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	equalBytes(t, "replicas", mustRead(t, cb, 0, 16*mib), mustRead(t, ca, 0, 16*mib))
+	if sa, sb := ca.Snapshots(), cb.Snapshots(); len(sa) != 1 || len(sb) != 1 || sa[0].Name != "s1" || sb[0].Name != "s1" {
+		t.Fatalf("snapshots: %v and %v", sa, sb)
+	}
+	sa, err := Checksums(ca, 0, 16*mib, mib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.control().Checksums(context.Background(), "vol", 0, 16*mib, mib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range sa {
+		if sa[i] != sb[i] {
+			t.Errorf("region %d differs between the replicas", i)
+		}
+	}
+}

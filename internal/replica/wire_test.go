@@ -427,3 +427,79 @@ func bigRequest(b []byte) bool {
 	}
 	return false
 }
+
+// TestBadReplies: a server that breaks the protocol after hello breaks
+// the Remote (errdefs.ErrUnavailable); nothing panics or hangs.
+func TestBadReplies(t *testing.T) {
+	checkNoLeaks(t)
+	for name, reply := range map[string]func(h reqHeader) []byte{
+		"bad magic": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle}).put(b)
+			b[0] = 'X'
+			return b
+		},
+		"unknown handle": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle + 100}).put(b)
+			return b
+		},
+		"short read": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen, replyHeaderLen+10)
+			(&replyHeader{handle: h.handle, plen: 10}).put(b)
+			return append(b, make([]byte, 10)...)
+		},
+		"huge payload": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle, plen: MaxPayload + 1}).put(b)
+			return b
+		},
+		"huge message": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle, status: statusInternal, plen: maxMessage + 1}).put(b)
+			return b
+		},
+		"reserved": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle}).put(b)
+			b[7] = 1
+			return b
+		},
+		"truncated": func(h reqHeader) []byte {
+			b := make([]byte, replyHeaderLen)
+			(&replyHeader{handle: h.handle, plen: 4096}).put(b)
+			return append(b, 1, 2, 3)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := rawServer(t, func(nc net.Conn) {
+				h, _, err := readRawRequest(nc)
+				if err != nil {
+					return
+				}
+				writeRawReply(nc, h.handle, 0, make([]byte, 8))
+				if h, _, err = readRawRequest(nc); err != nil {
+					return
+				}
+				nc.Write(reply(h))
+				if name == "truncated" {
+					return // hang up
+				}
+				io.Copy(io.Discard, nc)
+			})
+			r, err := Dial(context.Background(), addr, "vol", 1, WithTimeout(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			start := time.Now()
+			_, err = r.ReadAt(make([]byte, 4096), 0)
+			if !errors.Is(err, errdefs.ErrUnavailable) || time.Since(start) > 2*time.Second {
+				t.Fatalf("read: %v after %v, want unavailable at once", err, time.Since(start))
+			}
+			if r.Err() == nil {
+				t.Fatal("Remote not broken")
+			}
+		})
+	}
+}

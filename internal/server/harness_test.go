@@ -56,6 +56,7 @@ type testNode struct {
 	endpoints      []string
 	heartbeat      time.Duration
 	replicaTimeout time.Duration
+	replaceAfter   time.Duration
 	// The replica server, on a port kept across restarts.
 	replAddr   string
 	replCancel context.CancelFunc
@@ -130,7 +131,7 @@ func (n *testNode) start() {
 		name = "node1"
 	}
 	n.srv, err = New(ctx, Config{Meta: n.meta, Agent: n.agent, Node: name, APIAddr: n.apiAddr, NBDAddr: n.nbdAddr, ReplicaAddr: n.replAddr,
-		Version: "test", Logger: log, Heartbeat: n.heartbeat, ReplicaTimeout: n.replicaTimeout,
+		Version: "test", Logger: log, Heartbeat: n.heartbeat, ReplicaTimeout: n.replicaTimeout, ReplaceAfter: n.replaceAfter,
 		TemplateDir: filepath.Join(n.dir, "templates"), CloneExpiry: n.cloneExpiry})
 	if err != nil {
 		t.Fatalf("server: %v", err)

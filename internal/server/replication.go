@@ -467,6 +467,18 @@ func (s *Server) repair(ctx context.Context, name string, wg *sync.WaitGroup) {
 	for _, n := range nodes {
 		online[n.Name] = s.nodeOnline(n)
 	}
+	for _, node := range rec.Replication.Retired {
+		if !online[node] {
+			continue
+		}
+		// A retired replica's node is back: its stale data goes.
+		_, acts, err := s.changeRepl(rctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
+			return st.ReplicaReturned(node, time.Now().UTC())
+		})
+		if err == nil {
+			s.carryOut(rctx, name, rec, acts)
+		}
+	}
 	for _, r := range rec.Replication.Replicas {
 		if r.Mode == replset.InSync || !online[r.Node] {
 			continue

@@ -322,3 +322,56 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 		t.Fatalf("replicas differ after the resync: %v", chk.Differing)
 	}
 }
+
+// TestReplacementOfAReplicaGoneTooLong: a replica out for longer than
+// ReplaceAfter is replaced by a new one on another node, built from an
+// in-sync replica; the old one's data is deleted when its node returns.
+func TestReplacementOfAReplicaGoneTooLong(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n1.stop()
+	n1.replaceAfter = time.Second
+	n1.start()
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "g", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}))
+	if err := n1.agent.Attach("g"); err != nil {
+		t.Fatal(err)
+	}
+	eng := n1.agent.Engine("g")
+	if _, err := eng.WriteAt(fill(4, 1<<20), 5<<20); err != nil {
+		t.Fatal(err)
+	}
+	n2.stop()
+	if _, err := eng.WriteAt(fill(5, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	v := waitVolume(t, n1, "g", "a replacement on node3", func(v *pb.Volume) bool {
+		return modes(v) == "node1:in-sync node3:in-sync"
+	})
+	if v.Degraded {
+		t.Fatalf("degraded after the replacement: %s", modes(v))
+	}
+	if got := chainBytes(t, n3, "g", 5<<20, 1<<20); !bytes.Equal(got, fill(4, 1<<20)) {
+		t.Fatal("the new replica lacks the volume's data")
+	}
+	if got := chainBytes(t, n3, "g", 0, 4096); !bytes.Equal(got, fill(5, 4096)) {
+		t.Fatal("the new replica lacks the write made while node2 was out")
+	}
+	// node2 returns: its stale replica goes.
+	n2.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := n2.agent.Pool().Open("g")
+		if errors.Is(err, errdefs.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node2 still holds its retired replica: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rec, err := n1.meta.GetVolume(context.Background(), "g")
+	if err != nil || len(rec.Replication.Retired) != 0 {
+		t.Fatalf("retired nodes after the deletion: %v %v", rec.Replication.Retired, err)
+	}
+}

@@ -17,12 +17,15 @@ import (
 
 // newCluster starts three nodes sharing the first one's etcd, each with its
 // own pool and replica server, with fast heartbeats and replica timeouts.
-func newCluster(t *testing.T) []*testNode {
+func newCluster(t *testing.T, opts ...func(*testNode)) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	for i := 1; i <= 3; i++ {
 		n := &testNode{t: t, dir: t.TempDir(), etcdClient: freeURL(t), etcdPr: freeURL(t),
 			name: fmt.Sprintf("node%d", i), heartbeat: 200 * time.Millisecond, replicaTimeout: time.Second}
+		for _, o := range opts {
+			o(n)
+		}
 		if i > 1 {
 			n.endpoints = []string{nodes[0].etcdClient}
 		}
@@ -134,7 +137,12 @@ func TestReplicatedVolume(t *testing.T) {
 	before := n1.srv.catchUpBytes.Load()
 	n3.start()
 	v = waitVolume(t, n1, "r", "three replicas in sync", func(v *pb.Volume) bool { return !v.Degraded && len(v.Replicas) == 3 })
-	copied := n1.srv.catchUpBytes.Load() - before
+	// The count is added once the catch-up call returns, just after the
+	// replica is recorded in sync.
+	var copied int64
+	for deadline := time.Now().Add(10 * time.Second); copied == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		copied = n1.srv.catchUpBytes.Load() - before
+	}
 	if copied == 0 || copied > written*3/2 {
 		t.Fatalf("catch-up copied %d bytes for %d written while node3 was out", copied, written)
 	}
@@ -327,11 +335,8 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 // ReplaceAfter is replaced by a new one on another node, built from an
 // in-sync replica; the old one's data is deleted when its node returns.
 func TestReplacementOfAReplicaGoneTooLong(t *testing.T) {
-	nodes := newCluster(t)
+	nodes := newCluster(t, func(n *testNode) { n.replaceAfter = time.Second })
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	n1.stop()
-	n1.replaceAfter = time.Second
-	n1.start()
 	ctx := authed(context.Background())
 	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "g", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}))
 	if err := n1.agent.Attach("g"); err != nil {

@@ -277,6 +277,12 @@ func (s *Server) StartEngine(name string, c *chain.Chain) (*engine.Volume, error
 			members = append(members, engine.Member{Node: node, Replica: r})
 			continue
 		}
+		if errors.Is(err, replica.ErrStaleEpoch) {
+			// The replica has seen a newer epoch: another engine took
+			// the volume after this attach was recorded. This one stops.
+			closeAll(members)
+			return nil, fmt.Errorf("attach volume %q: %w", name, err)
+		}
 		s.log.Warn("replica unreachable at attach; it leaves the in-sync set", "volume", name, "node", node, "err", err)
 		if _, _, ferr := s.changeRepl(ctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
 			return st.ReplicaFailed(node, time.Now().UTC())

@@ -94,6 +94,7 @@ func TestReplicatedVolume(t *testing.T) {
 	if v.Node != "node1" || v.ReplicasWanted != 3 || modes(v) != "node1:in-sync node2:in-sync node3:in-sync" || v.Degraded {
 		t.Fatalf("created: node %s, %s, degraded %v", v.Node, modes(v), v.Degraded)
 	}
+	base := v.Epoch
 	// Idempotent with the same spec; another number of replicas is another spec.
 	must[*pb.Volume](t, "create again")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r", SizeBytes: 64 * mib, Replicas: 3}))
 	_, err := n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "r", SizeBytes: 64 * mib, Replicas: 2})
@@ -113,7 +114,7 @@ func TestReplicatedVolume(t *testing.T) {
 			t.Fatalf("%s does not hold the acknowledged write", n.name)
 		}
 	}
-	v = waitVolume(t, n1, "r", "epoch 1", func(v *pb.Volume) bool { return v.Epoch == 1 })
+	v = waitVolume(t, n1, "r", "the attach's epoch", func(v *pb.Volume) bool { return v.Epoch == base+1 })
 
 	// node3 dies: the next write leaves it out, raises the epoch and is
 	// acknowledged by the two others.
@@ -126,7 +127,7 @@ func TestReplicatedVolume(t *testing.T) {
 		written += 4096
 	}
 	v = waitVolume(t, n1, "r", "node3 out", func(v *pb.Volume) bool { return strings.Contains(modes(v), "node3:out") })
-	if !v.Degraded || v.State != "degraded" || v.Epoch != 2 {
+	if !v.Degraded || v.State != "degraded" || v.Epoch != base+2 {
 		t.Fatalf("with node3 out: state %s degraded %v epoch %d", v.State, v.Degraded, v.Epoch)
 	}
 	// Snapshots wait for every replica (each must seal the same layer).
@@ -146,8 +147,8 @@ func TestReplicatedVolume(t *testing.T) {
 	if copied == 0 || copied > written*3/2 {
 		t.Fatalf("catch-up copied %d bytes for %d written while node3 was out", copied, written)
 	}
-	if v.Epoch != 3 { // 2 when node3 left, 3 when it rejoined
-		t.Fatalf("epoch after the catch-up: %d, want 3", v.Epoch)
+	if v.Epoch != base+3 { // +2 when node3 left, +3 when it rejoined
+		t.Fatalf("epoch after the catch-up: %d, want %d", v.Epoch, base+3)
 	}
 	for i := range 64 {
 		if got := chainBytes(t, n3, "r", int64(2<<20+i*64<<10), 4096); !bytes.Equal(got, fill(byte(i+2), 4096)) {
@@ -195,7 +196,7 @@ func TestFailoverFencesTheOldEngine(t *testing.T) {
 	nodes := newCluster(t)
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	ctx := authed(context.Background())
-	must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "f", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}}))
+	base := must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "f", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}})).Epoch
 	if err := n2.agent.Attach("f"); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +234,7 @@ func TestFailoverFencesTheOldEngine(t *testing.T) {
 	if _, err := eng.WriteAt(fill(8, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
-	if v := waitVolume(t, n3, "f", "in sync", func(v *pb.Volume) bool { return v.Epoch >= 2 }); v.Degraded {
+	if v := waitVolume(t, n3, "f", "in sync", func(v *pb.Volume) bool { return v.Epoch == base+2 }); v.Degraded {
 		t.Fatalf("degraded after failover: %s", modes(v))
 	}
 }
@@ -378,5 +379,31 @@ func TestReplacementOfAReplicaGoneTooLong(t *testing.T) {
 	rec, err := n1.meta.GetVolume(context.Background(), "g")
 	if err != nil || len(rec.Replication.Retired) != 0 {
 		t.Fatalf("retired nodes after the deletion: %v %v", rec.Replication.Retired, err)
+	}
+}
+
+// TestRecreatedVolumeStartsAboveOldEpochs: replicas remember the epochs of
+// a deleted volume; one made again under its name must still attach.
+func TestRecreatedVolumeStartsAboveOldEpochs(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2 := nodes[0], nodes[1]
+	ctx := authed(context.Background())
+	spec := &pb.CreateVolumeRequest{Name: "again", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, spec))
+	if err := n1.agent.Attach("again"); err != nil {
+		t.Fatal(err)
+	}
+	// A failover raises the replicas' epoch twice (attach here, then there).
+	must[*pb.Volume](t, "attach on node2")(n2.vols().AttachVolume(ctx, &pb.AttachVolumeRequest{Name: "again"}))
+	must[*pb.DeleteVolumeResponse](t, "delete")(n2.vols().DeleteVolume(ctx, &pb.DeleteVolumeRequest{Name: "again"}))
+	n1.stop() // lets go of the fenced engine
+	n1.start()
+	time.Sleep(2 * time.Millisecond) // epochs start at the creation's millisecond
+	must[*pb.Volume](t, "create again")(n1.vols().CreateVolume(ctx, spec))
+	if err := n1.agent.Attach("again"); err != nil {
+		t.Fatalf("attach of the volume made again: %v", err)
+	}
+	if _, err := n1.agent.Engine("again").WriteAt(fill(1, 4096), 0); err != nil {
+		t.Fatal(err)
 	}
 }

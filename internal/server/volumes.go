@@ -244,6 +244,11 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 		if err != nil {
 			return nil, err
 		}
+		// Replicas remember the highest epoch they saw for a name, also
+		// after a delete (so that a stale engine cannot write into a
+		// volume made again under the same name): a new volume's epochs
+		// start above any an earlier one could have reached.
+		repl.Epoch = uint64(time.Now().UnixMilli())
 		rec, err = s.meta.CreateVolume(ctx, meta.Volume{
 			Name:        name,
 			Size:        sz,

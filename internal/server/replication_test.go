@@ -57,6 +57,30 @@ func waitVolume(t *testing.T, n *testNode, name, what string, ok func(*pb.Volume
 	}
 }
 
+// waitOnline waits until node n sees the named nodes online.
+func waitOnline(t *testing.T, n *testNode, names ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nodes, err := n.srv.placementNodes(context.Background())
+		online := map[string]bool{}
+		for _, pn := range nodes {
+			online[pn.Name] = pn.Online
+		}
+		all := err == nil
+		for _, name := range names {
+			all = all && online[name]
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes %v never all online: %v %v", names, online, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func modes(v *pb.Volume) string {
 	var parts []string
 	for _, r := range v.Replicas {
@@ -398,7 +422,8 @@ func TestRecreatedVolumeStartsAboveOldEpochs(t *testing.T) {
 	must[*pb.DeleteVolumeResponse](t, "delete")(n2.vols().DeleteVolume(ctx, &pb.DeleteVolumeRequest{Name: "again"}))
 	n1.stop() // lets go of the fenced engine
 	n1.start()
-	time.Sleep(2 * time.Millisecond) // epochs start at the creation's millisecond
+	waitOnline(t, n1, "node1", "node2") // node2's heartbeats failed while node1's etcd was down
+	time.Sleep(2 * time.Millisecond)    // epochs start at the creation's millisecond
 	must[*pb.Volume](t, "create again")(n1.vols().CreateVolume(ctx, spec))
 	if err := n1.agent.Attach("again"); err != nil {
 		t.Fatalf("attach of the volume made again: %v", err)

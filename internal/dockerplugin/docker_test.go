@@ -221,7 +221,6 @@ func runDockerSuite(t *testing.T, e *dockerEnv, restartNode func(crash bool)) {
 		"colour=blue": `unknown option "colour"`,
 		"size=lots":   "option size=lots",
 		"fs=btrfs":    `filesystem "btrfs" is not supported`,
-		"repl=3":      "replication to other nodes is not available yet",
 		"iops=100":    "QoS options are not available yet",
 	} {
 		if _, err := e.create("bad", opt); err == nil || !strings.Contains(err.Error(), want) {

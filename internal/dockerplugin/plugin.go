@@ -187,6 +187,7 @@ func (p *Plugin) target(name string) string { return filepath.Join(p.opts.MountR
 // createSpec is what the -o options of `docker volume create` ask for.
 type createSpec struct {
 	size         int64 // 0: default, or the snapshot's size for a clone
+	repl         int   // replicas of a new volume: 1 to 3 (0: 1)
 	fs           string
 	from         string // volume to snapshot now and clone
 	fromSnapshot string // VOL@SNAP to clone
@@ -227,9 +228,7 @@ func parseOptions(opts map[string]string) (createSpec, error) {
 			if err != nil || n < 1 || n > 3 {
 				return s, fmt.Errorf("option %s=%s: the number of replicas must be 1, 2 or 3: %w", k, v, errdefs.ErrInvalidArgument)
 			}
-			if n > 1 {
-				return s, fmt.Errorf("option %s=%s: replication to other nodes is not available yet; volumes have 1 replica (omit the option or use %s=1): %w", k, v, k, errdefs.ErrInvalidArgument)
-			}
+			s.repl = n
 		case "fs", "fstype":
 			if err := checkFS(v); err != nil {
 				return s, fmt.Errorf("option %s=%s: %w", k, v, err)
@@ -347,7 +346,7 @@ func (p *Plugin) Create(ctx context.Context, name string, opts map[string]string
 	if err := p.state.update(name, func(v *volumeState) { v.FS = fs }); err != nil {
 		return err
 	}
-	if _, err := p.api.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: sz}); err != nil {
+	if _, err := p.api.Volumes.CreateVolume(ctx, &stratav1.CreateVolumeRequest{Name: name, SizeBytes: sz, Replicas: int32(spec.repl)}); err != nil {
 		if prev.FS != fs {
 			// Best effort: the entry only matters for a volume of that name.
 			_ = p.state.update(name, func(v *volumeState) { v.FS = prev.FS })
@@ -639,7 +638,7 @@ func (p *Plugin) Get(ctx context.Context, name string) (*VolumeInfo, error) {
 		"size":       size.Format(v.GetSizeBytes()),
 		"sizeBytes":  strconv.FormatInt(v.GetSizeBytes(), 10),
 		"allocated":  size.Format(v.GetAllocatedBytes()),
-		"repl":       "1",
+		"repl":       strconv.Itoa(max(int(v.GetReplicasWanted()), 1)),
 		"parent":     parent,
 		"state":      v.GetState(),
 		"snapshots":  strconv.Itoa(int(v.GetSnapshotCount())),

@@ -150,14 +150,14 @@ func TestParseOptions(t *testing.T) {
 		wantErr string
 	}{
 		{opts: nil, want: createSpec{}},
-		{opts: map[string]string{"size": "1GiB", "fs": "XFS", "repl": "1"}, want: createSpec{size: 1 << 30, fs: "xfs"}},
+		{opts: map[string]string{"size": "1GiB", "fs": "XFS", "repl": "1"}, want: createSpec{size: 1 << 30, fs: "xfs", repl: 1}},
 		{opts: map[string]string{"Size": "512M"}, want: createSpec{size: 512 << 20}},
 		{opts: map[string]string{"from": "db"}, want: createSpec{from: "db"}},
 		{opts: map[string]string{"fromSnapshot": "db@nightly", "size": "20G"}, want: createSpec{fromSnapshot: "db@nightly", size: 20 << 30}},
 		{opts: map[string]string{"size": "lots"}, wantErr: "option size=lots"},
 		{opts: map[string]string{"size": "-1"}, wantErr: "must be positive"},
 		{opts: map[string]string{"fs": "btrfs"}, wantErr: `filesystem "btrfs" is not supported (ext4 or xfs)`},
-		{opts: map[string]string{"repl": "2"}, wantErr: "replication to other nodes is not available yet"},
+		{opts: map[string]string{"repl": "2"}, want: createSpec{repl: 2}},
 		{opts: map[string]string{"repl": "x"}, wantErr: "must be 1, 2 or 3"},
 		{opts: map[string]string{"repl": "4"}, wantErr: "must be 1, 2 or 3"},
 		{opts: map[string]string{"iops": "1000"}, wantErr: "QoS options are not available yet"},

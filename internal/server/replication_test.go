@@ -138,7 +138,7 @@ func TestReplicatedVolume(t *testing.T) {
 			t.Fatalf("%s does not hold the acknowledged write", n.name)
 		}
 	}
-	v = waitVolume(t, n1, "r", "the attach's epoch", func(v *pb.Volume) bool { return v.Epoch == base+1 })
+	waitVolume(t, n1, "r", "the attach's epoch", func(v *pb.Volume) bool { return v.Epoch == base+1 })
 
 	// node3 dies: the next write leaves it out, raises the epoch and is
 	// acknowledged by the two others.

@@ -2,10 +2,12 @@
 // snapshots, nodes, tokens, the cluster id) kept as JSON in etcd under
 // /strata/v1/, with compare-and-swap updates on each record's mod revision.
 //
-// A Store either runs an embedded single-member etcd in a directory of the
-// node (the default for a single node) or connects to external endpoints.
-// etcd is the one source of truth for what exists in the cluster; nothing
-// here caches records.
+// A Store either runs an embedded etcd member in a directory of the node
+// (the first node of a cluster founds a one-member etcd cluster; the next
+// two that join add their own members, see AdmitNode) or connects to
+// endpoints: an external etcd cluster, or the members of the Strata cluster
+// a node joined as an etcd client. etcd is the one source of truth for what
+// exists in the cluster; nothing here caches records.
 package meta
 
 import (
@@ -37,25 +39,39 @@ const DefaultStartTimeout = 60 * time.Second
 
 // Config says where the store lives.
 type Config struct {
-	// Endpoints of an external etcd cluster. When set, nothing is embedded
-	// and Dir, ClientURL and PeerURL are ignored.
+	// Endpoints of the etcd cluster to use as a client. When set, nothing
+	// is embedded and Dir, ClientURL, PeerURL and InitialCluster are
+	// ignored.
 	Endpoints []string
+	// External says that Endpoints are an etcd cluster Strata does not
+	// manage (strata up --etcd-endpoints): nodes that join never become
+	// its members. False for a node that joined a Strata cluster as an
+	// etcd client, whose Endpoints are the cluster's embedded members.
+	External bool
 	// Dir holds the embedded member's data and its log file (etcd.log).
 	Dir string
 	// Name of the embedded member; "default" when empty.
 	Name string
 	// ClientURL and PeerURL the embedded member listens on (and advertises);
-	// DefaultClientURL and DefaultPeerURL when empty. Keep them on loopback:
-	// the embedded member has no TLS and no authentication.
+	// DefaultClientURL and DefaultPeerURL when empty. The embedded member
+	// has no TLS and no authentication: keep them on loopback, or, for a
+	// cluster, on a private network that only the cluster's nodes reach.
 	ClientURL string
 	PeerURL   string
+	// InitialCluster ("name=peerURL,...", every member of the cluster
+	// including this one) makes the embedded member join an existing
+	// cluster that already lists it (see AdmitNode); when empty the member
+	// founds a new one-member cluster. Once the member has data in Dir,
+	// etcd ignores both and restarts from its data.
+	InitialCluster string
 	// StartTimeout bounds the wait for the embedded member; DefaultStartTimeout when 0.
 	StartTimeout time.Duration
 }
 
 // Store is the typed record store. It is safe for concurrent use.
 type Store struct {
-	etcd      *embed.Etcd // nil with external endpoints
+	etcd      *embed.Etcd // nil with endpoints
+	external  bool
 	cli       *clientv3.Client
 	endpoints []string
 }
@@ -64,7 +80,7 @@ type Store struct {
 // returns the store once etcd answers. A member that is not ready within
 // the timeout is stopped and Open fails with errdefs.ErrUnavailable.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	s := &Store{}
+	s := &Store{external: cfg.External && len(cfg.Endpoints) > 0}
 	if len(cfg.Endpoints) > 0 {
 		s.endpoints = cfg.Endpoints
 	} else {
@@ -127,6 +143,10 @@ func startEmbedded(cfg Config) (*embed.Etcd, error) {
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	}
 	ec.InitialClusterToken = "strata"
 	// etcd logs a lot at info level; warnings go to a file next to its data
 	// so that `strata up` keeps a readable terminal.
@@ -146,6 +166,10 @@ func startEmbedded(cfg Config) (*embed.Etcd, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
+		if err := promote(e, timeout); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("meta: embedded etcd in %s: %w", cfg.Dir, err)
+		}
 		return e, nil
 	case err := <-e.Err():
 		e.Close()
@@ -156,6 +180,29 @@ func startEmbedded(cfg Config) (*embed.Etcd, error) {
 		return nil, fmt.Errorf("meta: embedded etcd in %s not ready after %s (see %s): %w",
 			cfg.Dir, timeout, filepath.Join(cfg.Dir, "etcd.log"), errdefs.ErrUnavailable)
 	}
+}
+
+// promote makes the member a voting member when it joined as a learner
+// (see AdmitNode), once it has caught up with the leader, which etcd
+// checks. A learner serves no client requests, so Open waits for this.
+func promote(e *embed.Etcd, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var err error
+	promoted := false
+	// Until this member has applied its own promotion, it is a learner.
+	for e.Server.IsLearner() {
+		if !promoted {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = e.Server.PromoteMember(ctx, uint64(e.Server.MemberID()))
+			cancel()
+			promoted = err == nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("learner %s not promoted after %s: %v: %w", e.Server.MemberID(), timeout, err, errdefs.ErrUnavailable)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
 
 func parseURL(s, def string) (*url.URL, error) {
@@ -189,6 +236,13 @@ func (s *Store) stopEmbedded() {
 		s.etcd = nil
 	}
 }
+
+// Embedded says whether the store runs an embedded etcd member.
+func (s *Store) Embedded() bool { return s.etcd != nil }
+
+// External says whether the store is a client of an etcd cluster that
+// Strata does not manage (Config.External).
+func (s *Store) External() bool { return s.external }
 
 // Endpoints returns the etcd client URLs the store uses.
 func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
 )
@@ -121,17 +122,24 @@ func (s *Server) authenticate(ctx context.Context) (Caller, error) {
 
 // unary authenticates every call, checks the method against the access
 // rules, gives the handler the caller (CallerFrom), and maps the errors it
-// returns to gRPC status codes.
+// returns to gRPC status codes. JoinCluster alone goes through without an
+// API token: a joining node has none, and the handler checks the join
+// token in the request; it runs with no caller, whom no check allows
+// anything.
 func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	caller, err := s.authenticate(ctx)
-	if err != nil {
-		return nil, toStatus(err)
+	var caller Caller
+	if info.FullMethod != pb.ClusterService_JoinCluster_FullMethodName {
+		var err error
+		if caller, err = s.authenticate(ctx); err != nil {
+			return nil, toStatus(err)
+		}
+		if err := authorizeMethod(caller, info.FullMethod); err != nil {
+			s.log.Info("call denied", "method", info.FullMethod, "user", caller.User, "role", caller.Role, "err", err)
+			return nil, toStatus(err)
+		}
+		ctx = withCaller(ctx, caller)
 	}
-	if err := authorizeMethod(caller, info.FullMethod); err != nil {
-		s.log.Info("call denied", "method", info.FullMethod, "user", caller.User, "role", caller.Role, "err", err)
-		return nil, toStatus(err)
-	}
-	resp, err := handler(withCaller(ctx, caller), req)
+	resp, err := handler(ctx, req)
 	if err != nil {
 		st := toStatus(err)
 		if c := status.Code(st); c == codes.Internal || c == codes.Unknown || c == codes.Unavailable {

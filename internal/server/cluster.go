@@ -2,17 +2,18 @@ package server
 
 import (
 	"context"
-	"time"
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/meta"
 )
 
-// GetStatus reports the cluster: its id, nodes, and how many volumes and
-// snapshots it holds (of those the caller may see). A node is online when its last heartbeat is less than
-// three heartbeat periods old.
+// GetStatus reports the cluster: its id, etcd endpoints, nodes, and how
+// many volumes and snapshots it holds (of those the caller may see). A
+// node is online while its presence lease lives (meta.KeepPresence), and
+// is an etcd member when a started member of the cluster's etcd has its
+// name.
 func (s *Server) GetStatus(ctx context.Context, req *pb.GetStatusRequest) (*pb.Status, error) {
-	nodes, err := s.meta.ListNodes(ctx)
+	nodes, online, err := s.meta.NodeStates(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -28,6 +29,21 @@ func (s *Server) GetStatus(ctx context.Context, req *pb.GetStatusRequest) (*pb.S
 		Version:       s.version,
 		ClusterId:     s.clusterID,
 		EtcdEndpoints: s.meta.Endpoints(),
+	}
+	members := map[string]bool{}
+	if !s.meta.External() {
+		// The members' own list is the truth; a node's store may know
+		// only its own member's endpoint.
+		if ms, err := s.meta.Members(ctx); err == nil {
+			if eps := meta.ClientURLs(ms); len(eps) > 0 {
+				st.EtcdEndpoints = eps
+			}
+			for _, m := range ms {
+				members[m.Name] = m.Started()
+			}
+		} else {
+			s.log.Debug("status: etcd member list", "err", err)
+		}
 	}
 	// Counts of what the caller may see: a developer's, of its tenant.
 	caller := CallerFrom(ctx)
@@ -53,10 +69,13 @@ func (s *Server) GetStatus(ctx context.Context, req *pb.GetStatusRequest) (*pb.S
 			PoolAvailableBytes: n.PoolAvailable,
 			PoolAllocatedBytes: n.PoolAllocated,
 			Labels:             n.Labels,
+			ReplicaAddress:     n.Addresses["replica"],
+			EtcdMember:         members[n.Name],
 		}
-		if time.Since(n.Heartbeat) < 3*s.heartbeat {
+		if online[n.Name] {
 			pn.State = "online"
 		}
+		// This node answers, so it is online, whatever its lease.
 		if n.Name == s.node {
 			pn.State = "online"
 			if u, err := s.agent.Usage(); err == nil {

@@ -171,6 +171,14 @@ func TestSchedulerExtender(t *testing.T) {
 		if _, err := store.PutNode(ctx, nd); err != nil {
 			t.Fatal(err)
 		}
+		// Online nodes keep a presence lease; k8s-c1 has none.
+		if time.Since(nd.Heartbeat) < time.Minute {
+			p, err := store.KeepPresence(ctx, nd.Name, time.Minute, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+		}
 	}
 	waitExtender(t, base)
 

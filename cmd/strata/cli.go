@@ -37,7 +37,7 @@ func addClientCommands(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&cf.api, "api", "", "`host:port` of the Strata API (default $"+client.EnvAPI+", then the client config that strata up writes)")
 	pf.StringVar(&cf.token, "token", "", "API `token` (default $"+client.EnvToken+", then the client config that strata up writes)")
-	root.AddCommand(newStatusCmd(cf), newVolumeCmd(cf), newSnapshotCmd(cf), newClusterCmd(cf))
+	root.AddCommand(newStatusCmd(cf), newVolumeCmd(cf), newSnapshotCmd(cf), newClusterCmd(cf), newNodeCmd(cf))
 	root.AddCommand(newUserCmd(cf), newSecretCmd(cf))
 	root.AddCommand(newTemplateCmd(cf), newCloneCmd(cf))
 }

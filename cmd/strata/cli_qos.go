@@ -125,14 +125,16 @@ operation and no bandwidth; flush is not limited.`,
 }
 
 func newClusterCmd(cf *clientFlags) *cobra.Command {
-	cmd := groupCmd("cluster", "Show and change cluster settings",
+	cmd := groupCmd("cluster", "Show and change cluster settings; print the join token",
 		`Cluster settings apply to every node. The settings:
   clone-default-max-iops       IOPS limit of new clones whose request sets none
   clone-default-max-bandwidth  bandwidth limit of new clones, in MiB/s
-Values are READ,WRITE or one value for both; 0 or off is no limit (the default).`,
+Values are READ,WRITE or one value for both; 0 or off is no limit (the default).
+strata cluster token prints the token new nodes join with (docs/cluster.md).`,
 		`  strata cluster set clone-default-max-iops 500
-  strata cluster get`)
-	cmd.AddCommand(newClusterSetCmd(cf), newClusterGetCmd(cf))
+  strata cluster get
+  strata cluster token`)
+	cmd.AddCommand(newClusterSetCmd(cf), newClusterGetCmd(cf), newClusterTokenCmd(cf))
 	return cmd
 }
 

@@ -34,6 +34,7 @@ type upOptions struct {
 	dataDir       string
 	apiAddr       string
 	nbdAddr       string
+	replicaAddr   string // 127.0.0.1:0 when empty
 	etcdEndpoints []string
 	etcdClientURL string
 	etcdPeerURL   string
@@ -42,6 +43,18 @@ type upOptions struct {
 	logLevel      string
 	labels        map[string]string
 	debugAddr     string
+
+	// ip, when set, gives every address flag the user did not set its
+	// default port on ip (see applyIP).
+	ip string
+	// labelList are the --label KEY=VALUE flags, merged into labels.
+	labelList []string
+	// join is the API address of a node of the cluster to join, with
+	// joinToken (see up_join.go).
+	join      string
+	joinToken string
+	// nodeTTL is the TTL of the node's presence lease (meta.DefaultNodeTTL when 0).
+	nodeTTL time.Duration
 
 	dockerPlugin       bool
 	dockerPluginSocket string
@@ -77,7 +90,15 @@ func newUpCmd() *cobra.Command {
 		Short: "Start a Strata node",
 		Long: `Start a Strata node: the control-plane store (an embedded etcd member, or
 external etcd with --etcd-endpoints), the node agent and its pool, the NBD
-server, and the API (gRPC and REST/JSON on one port).
+server, the replica server, and the API (gRPC and REST/JSON on one port).
+
+The first node founds a cluster. More nodes join it with --join API-ADDRESS
+--join-token TOKEN (` + "`" + `strata cluster token` + "`" + ` prints the token): the first
+three nodes run embedded etcd members, so that the cluster survives the loss
+of one of them; later nodes are etcd clients. A node that joined restarts
+without --join. On several machines, give each node its address with --ip:
+every service then listens on it (API :7420, NBD :10809, etcd client :7421
+and peer :7422, replica :7425). See docs/cluster.md.
 
 Data lives under --data-dir:
   etcd/         the embedded etcd member (its log is etcd/etcd.log)
@@ -85,13 +106,28 @@ Data lives under --data-dir:
   fuse/         FUSE state of mounted volumes
   templates/    logs of the builds of template versions
   admin.token   the admin API token (mode 0600)
+  cluster.json  how this node joined its cluster (nodes started with --join)
 
 On every start the client config (API address and admin token) is written to
 ` + "`" + `--config` + "`" + ` so that the other strata commands work right away.
 Ctrl-C or SIGTERM stops the node cleanly: calls under way finish, volumes
 mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
+		Example: `  strata up
+  strata up --ip 10.0.0.1 --label zone=a --label rack=r1
+  strata up --ip 10.0.0.2 --label zone=b --join 10.0.0.1:7420 --join-token TOKEN`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyIP(cmd.Flags(), &o); err != nil {
+				return err
+			}
+			labels, err := mergeLabels(o.labels, o.labelList)
+			if err != nil {
+				return err
+			}
+			o.labels = labels
+			if o.joinToken == "" {
+				o.joinToken = os.Getenv(envJoinToken)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runUp(ctx, o, cmd.OutOrStdout())
@@ -99,11 +135,17 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory for the node's data (etcd, pool, fuse state, admin token)")
-	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:7420", "address of the API (gRPC and REST/JSON)")
-	f.StringVar(&o.nbdAddr, "nbd-addr", "127.0.0.1:10809", "address of the NBD server")
+	f.StringVar(&o.ip, "ip", "", "listen on and advertise this IP address for every service, with the default ports (API :"+defaultAPIPort+", NBD :"+defaultNBDPort+", etcd client :"+defaultEtcdClientPort+" and peer :"+defaultEtcdPeerPort+", replica :"+defaultReplicaPort+"); the address flags given explicitly win")
+	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:"+defaultAPIPort, "address of the API (gRPC and REST/JSON)")
+	f.StringVar(&o.nbdAddr, "nbd-addr", "127.0.0.1:"+defaultNBDPort, "address of the NBD server")
+	f.StringVar(&o.replicaAddr, "replica-addr", "127.0.0.1:"+defaultReplicaPort, "address of the replica server, which the other nodes send replicated writes to")
 	f.StringSliceVar(&o.etcdEndpoints, "etcd-endpoints", nil, "use this external etcd cluster (comma-separated client URLs) instead of an embedded member")
-	f.StringVar(&o.etcdClientURL, "etcd-client-url", meta.DefaultClientURL, "client URL of the embedded etcd member (keep it on loopback)")
-	f.StringVar(&o.etcdPeerURL, "etcd-peer-url", meta.DefaultPeerURL, "peer URL of the embedded etcd member (keep it on loopback)")
+	f.StringVar(&o.etcdClientURL, "etcd-client-url", meta.DefaultClientURL, "client URL of the embedded etcd member (no TLS, no auth: loopback, or a network only the cluster's nodes reach)")
+	f.StringVar(&o.etcdPeerURL, "etcd-peer-url", meta.DefaultPeerURL, "peer URL of the embedded etcd member (no TLS, no auth: loopback, or a network only the cluster's nodes reach)")
+	f.StringVar(&o.join, "join", "", "join the cluster whose node API is at this `host:port` (first start only; needs --join-token)")
+	f.StringVar(&o.joinToken, "join-token", "", "the cluster's join `token`, from `strata cluster token` (default $"+envJoinToken+")")
+	f.DurationVar(&o.nodeTTL, "node-ttl", meta.DefaultNodeTTL, "how long the node stays online in the cluster's eyes after it last reached etcd")
+	_ = f.MarkHidden("node-ttl")
 	f.StringVar(&o.nodeName, "node-name", host, "this node's name in the cluster")
 	f.StringVar(&o.configPath, "config", client.DefaultConfigPath(), "client config file to write (API address and admin token)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -114,25 +156,34 @@ mounted by this node are unmounted, engines are flushed, etcd is stopped.`,
 	f.StringVar(&o.csiEndpoint, "csi-endpoint", "", "serve the CSI driver "+csi.DriverName+" (Identity, Controller and Node services) on this unix socket, e.g. unix:///var/lib/kubelet/plugins/strata.csi.io/csi.sock (off when empty; needs root, see docs/kubernetes.md)")
 	f.DurationVar(&o.cloneCheck, "clone-check-interval", 30*time.Second, "how often the clone controller deletes expired clones")
 	f.StringVar(&o.attach, "attach", agent.AttachAuto, "how volumes are made block devices of this node for mounts and maps: nbd (the kernel's NBD client, /dev/nbdN), fuse (a FUSE file and a loop device), or auto (nbd when the kernel has the nbd module, else fuse)")
-	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, e.g. zone=a,rack=r1 (for placement across failure domains)")
+	f.StringArrayVar(&o.labelList, "label", nil, "a label of this node, `KEY=VALUE`, e.g. --label zone=a --label rack=r1 (repeatable; placement spreads replicas over zones and racks)")
+	f.StringToStringVar(&o.labels, "labels", nil, "labels of this node, comma-separated, e.g. zone=a,rack=r1 (same as several --label)")
 	return cmd
 }
 
 // node is a running Strata node; up starts one, stop stops it.
 type node struct {
-	log     *slog.Logger
-	meta    *meta.Store
-	agent   *agent.Agent
-	api     *server.Server
-	apiLn   net.Listener
-	nbdLn   net.Listener
-	nbdStop context.CancelFunc
-	nbdDone chan error
-	apiDone chan error
-	token   string
-	debug   *http.Server
-	apiAddr string // advertised
-	nbdAddr string // advertised
+	log      *slog.Logger
+	meta     *meta.Store
+	presence *meta.Presence
+	agent    *agent.Agent
+	api      *server.Server
+	apiLn    net.Listener
+	nbdLn    net.Listener
+	nbdStop  context.CancelFunc
+	nbdDone  chan error
+	apiDone  chan error
+	token    string
+	debug    *http.Server
+	apiAddr  string // advertised
+	nbdAddr  string // advertised
+	// replicaLn is the replica server's listener, opened first like the
+	// others so that a port in use fails fast; stop closes it.
+	replicaLn   net.Listener
+	replicaAddr string // advertised
+	// membership is how this node joined its cluster; nil for a node
+	// that founded it, or that uses an external etcd.
+	membership *meta.Membership
 }
 
 func runUp(ctx context.Context, o upOptions, out io.Writer) error {
@@ -242,21 +293,33 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	if n.nbdLn, err = net.Listen("tcp", o.nbdAddr); err != nil {
 		return nil, fmt.Errorf("nbd: %w (choose another port with --nbd-addr)", err)
 	}
+	replicaAddr := o.replicaAddr
+	if replicaAddr == "" {
+		replicaAddr = "127.0.0.1:0"
+	}
+	if n.replicaLn, err = net.Listen("tcp", replicaAddr); err != nil {
+		return nil, fmt.Errorf("replica: %w (choose another port with --replica-addr)", err)
+	}
 	n.apiAddr = advertised(n.apiLn.Addr())
 	n.nbdAddr = advertised(n.nbdLn.Addr())
+	n.replicaAddr = advertised(n.replicaLn.Addr())
 
-	log.Info("starting etcd", "dir", filepath.Join(o.dataDir, "etcd"), "endpoints", o.etcdEndpoints)
-	n.meta, err = meta.Open(ctx, meta.Config{
-		Endpoints: o.etcdEndpoints,
-		Dir:       filepath.Join(o.dataDir, "etcd"),
-		Name:      o.nodeName,
-		ClientURL: o.etcdClientURL,
-		PeerURL:   o.etcdPeerURL,
-	})
+	// How this node reaches etcd: its own member (founded or joined),
+	// the endpoints it joined as a client, or an external etcd.
+	mcfg, membership, err := storeConfig(ctx, o, log)
+	if err != nil {
+		return nil, err
+	}
+	n.membership = membership
+	log.Info("starting etcd", "dir", mcfg.Dir, "endpoints", mcfg.Endpoints, "joining", mcfg.InitialCluster)
+	n.meta, err = meta.Open(ctx, mcfg)
 	if err != nil {
 		if strings.Contains(err.Error(), "address already in use") {
-			err = fmt.Errorf("%w (is another strata up running? choose other ports with --etcd-client-url and --etcd-peer-url)", err)
+			err = fmt.Errorf("%w (is another strata up running? choose other ports with --etcd-client-url and --etcd-peer-url, or another --ip)", err)
 		}
+		return nil, err
+	}
+	if err := checkCluster(ctx, o, n.meta, membership); err != nil {
 		return nil, err
 	}
 	if n.token, err = adminToken(ctx, o.dataDir, n.meta); err != nil {
@@ -281,6 +344,8 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 		Version: version,
 		Logger:  log,
 
+		ReplicaAddr: n.replicaAddr,
+
 		TemplateDir: filepath.Join(o.dataDir, "templates"),
 		CloneExpiry: o.cloneCheck,
 	})
@@ -290,6 +355,10 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	if err := n.api.Reconcile(ctx); err != nil {
 		// What could not be reconciled is logged; the rest of the node works.
 		log.Warn("startup reconciliation left work undone", "err", err)
+	}
+	// Online from here until stop, or until etcd stops hearing from us.
+	if n.presence, err = n.meta.KeepPresence(ctx, o.nodeName, o.nodeTTL, log); err != nil {
+		return nil, err
 	}
 
 	nbdCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -308,15 +377,20 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	n.apiDone = make(chan error, 1)
 	api, apiLn := n.api, n.apiLn
 	go func() { n.apiDone <- api.Serve(apiLn) }()
-	log.Info("strata node is up", "node", o.nodeName, "api", n.apiAddr, "nbd", n.nbdAddr, "data", o.dataDir, "attach", n.agent.AttachMethod())
+	log.Info("strata node is up", "node", o.nodeName, "api", n.apiAddr, "nbd", n.nbdAddr, "replica", n.replicaAddr,
+		"etcd", etcdRole(n.meta), "data", o.dataDir, "attach", n.agent.AttachMethod())
 	return n, nil
 }
 
-// stop stops what startNode started, in reverse: the API (calls under way
-// finish), the NBD server (connections end), the agent (mounts it made are
-// unmounted, engines flushed, pool closed), then etcd.
+// stop stops what startNode started, in reverse: the node goes offline,
+// the API stops (calls under way finish), the NBD server (connections
+// end), the replica listener, the agent (mounts it made are unmounted,
+// engines flushed, pool closed), then etcd.
 func (n *node) stop() error {
 	var errs []error
+	if n.presence != nil {
+		n.presence.Close()
+	}
 	if n.debug != nil {
 		n.debug.Close()
 	}
@@ -339,6 +413,9 @@ func (n *node) stop() error {
 		}
 	} else if n.nbdLn != nil {
 		n.nbdLn.Close()
+	}
+	if n.replicaLn != nil {
+		n.replicaLn.Close()
 	}
 	if n.agent != nil {
 		if err := n.agent.Close(); err != nil {
@@ -437,11 +514,20 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 
 func printNextSteps(out io.Writer, o upOptions, n *node) {
 	fmt.Fprintf(out, `Strata node %q is up.
-  API    %s (gRPC and REST/JSON; OpenAPI at http://%s/openapi.json)
-  NBD    %s
-  data   %s
+  API      %s (gRPC and REST/JSON; OpenAPI at http://%s/openapi.json)
+  NBD      %s
+  replica  %s
+  etcd     %s
+  data     %s
   client config written to %s
-
+`, o.nodeName, n.apiAddr, n.apiAddr, n.nbdAddr, n.replicaAddr, etcdRole(n.meta), o.dataDir, o.configPath)
+	if n.membership == nil && !n.meta.External() {
+		fmt.Fprintf(out, `
+Add nodes: print the join token with `+"`strata cluster token`"+`, then start each new node with
+  strata up --ip ITS-IP --join %s --join-token TOKEN
+`, n.apiAddr)
+	}
+	fmt.Fprintf(out, `
 Next:
   strata volume create demo --size 1GiB
   strata volume export demo              # prints nbd://%s/demo
@@ -449,5 +535,5 @@ Next:
   strata volume mount demo /mnt/demo    # needs a node started as root (loop devices)
 
 Press Ctrl-C to stop the node.
-`, o.nodeName, n.apiAddr, n.apiAddr, n.nbdAddr, o.dataDir, o.configPath, n.nbdAddr, n.nbdAddr)
+`, n.nbdAddr, n.nbdAddr)
 }

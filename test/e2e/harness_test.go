@@ -78,11 +78,15 @@ type node struct {
 	dataDir string
 	api     string
 	nbd     string
+	replica string
 	etcdC   string
 	etcdP   string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	extra   []string // more flags for strata up
+	// ip, when set, starts the node with --ip instead of the address
+	// flags (api, nbd, etcdC and etcdP must be ip's default ports).
+	ip string
 }
 
 func newNode(t *testing.T) *node {
@@ -94,7 +98,7 @@ func newNode(t *testing.T) *node {
 func newNodeAt(t *testing.T, dir, dataDir string, extra ...string) *node {
 	t.Helper()
 	n := &node{t: t, bin: strataBinary(t), dir: dir, dataDir: dataDir, extra: extra,
-		api: freePort(t), nbd: freePort(t), etcdC: freePort(t), etcdP: freePort(t)}
+		api: freePort(t), nbd: freePort(t), replica: freePort(t), etcdC: freePort(t), etcdP: freePort(t)}
 	n.start()
 	t.Cleanup(n.stop)
 	return n
@@ -112,7 +116,10 @@ func (n *node) start() {
 		t.Fatal(err)
 	}
 	n.cmd = exec.Command(n.bin, "up", "--data-dir", n.dataDir, "--api-addr", n.api, "--nbd-addr", n.nbd,
-		"--etcd-client-url", "http://"+n.etcdC, "--etcd-peer-url", "http://"+n.etcdP)
+		"--replica-addr", n.replica, "--etcd-client-url", "http://"+n.etcdC, "--etcd-peer-url", "http://"+n.etcdP)
+	if n.ip != "" {
+		n.cmd = exec.Command(n.bin, "up", "--data-dir", n.dataDir, "--ip", n.ip)
+	}
 	n.cmd.Args = append(n.cmd.Args, n.extra...)
 	n.cmd.Env = n.env()
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf

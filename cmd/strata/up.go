@@ -181,6 +181,9 @@ type node struct {
 	// others so that a port in use fails fast; stop closes it.
 	replicaLn   net.Listener
 	replicaAddr string // advertised
+	// replicaSrv serves this node's pool to other nodes' engines on
+	// replicaLn (up_replica.go).
+	replicaSrv replicaService
 	// membership is how this node joined its cluster; nil for a node
 	// that founded it, or that uses an external etcd.
 	membership *meta.Membership
@@ -367,6 +370,7 @@ func startNode(ctx context.Context, o upOptions, log *slog.Logger) (_ *node, ret
 	srv := nbd.NewServer(n.agent.Exports())
 	nbdLn := n.nbdLn
 	go func() { n.nbdDone <- srv.Serve(nbdCtx, nbdLn) }()
+	n.serveReplicas(ctx)
 
 	if o.debugAddr != "" {
 		if n.debug, err = serveDebug(o.debugAddr, log); err != nil {
@@ -414,8 +418,8 @@ func (n *node) stop() error {
 	} else if n.nbdLn != nil {
 		n.nbdLn.Close()
 	}
-	if n.replicaLn != nil {
-		n.replicaLn.Close()
+	if err := n.stopReplicas(); err != nil {
+		errs = append(errs, err)
 	}
 	if n.agent != nil {
 		if err := n.agent.Close(); err != nil {

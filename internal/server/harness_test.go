@@ -61,6 +61,7 @@ type testNode struct {
 	replAddr   string
 	replCancel context.CancelFunc
 	replDone   chan error
+	presence   *meta.Presence
 }
 
 func freeURL(t *testing.T) string {
@@ -139,6 +140,9 @@ func (n *testNode) start() {
 	if err := n.srv.Reconcile(ctx); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
+	if n.presence, err = n.meta.KeepPresence(ctx, name, 2*time.Second, log); err != nil {
+		t.Fatalf("presence: %v", err)
+	}
 	nctx, cancel := context.WithCancel(ctx)
 	n.nbdCancel = cancel
 	n.nbdDone = make(chan error, 1)
@@ -182,6 +186,9 @@ func (n *testNode) stop() {
 	}
 	if err := n.agent.Close(); err != nil {
 		t.Errorf("agent close: %v", err)
+	}
+	if n.presence != nil {
+		n.presence.Close()
 	}
 	if err := n.meta.Close(); err != nil {
 		t.Errorf("meta close: %v", err)

@@ -100,9 +100,10 @@ func equalState(a, b replset.State) bool {
 		slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.Retired, b.Retired)
 }
 
-// onlineNodes returns the cluster's nodes as placement sees them.
+// placementNodes returns the cluster's nodes as placement sees them: a
+// node is online while its presence lease lives (this node always is).
 func (s *Server) placementNodes(ctx context.Context) ([]placement.Node, error) {
-	nodes, err := s.meta.ListNodes(ctx)
+	nodes, online, err := s.meta.NodeStates(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -111,18 +112,12 @@ func (s *Server) placementNodes(ctx context.Context) ([]placement.Node, error) {
 		out = append(out, placement.Node{
 			Name:      n.Name,
 			Labels:    n.Labels,
-			Online:    s.nodeOnline(n),
+			Online:    online[n.Name] || n.Name == s.node,
 			Capacity:  n.PoolCapacity,
 			Available: n.PoolAvailable,
 		})
 	}
 	return out, nil
-}
-
-// nodeOnline says whether node n is up: this node always is; another when
-// its last heartbeat is recent.
-func (s *Server) nodeOnline(n meta.Node) bool {
-	return n.Name == s.node || time.Since(n.Heartbeat) < 3*s.heartbeat
 }
 
 // replicaAddr returns the address of node's replica server.
@@ -465,13 +460,9 @@ func (s *Server) repair(ctx context.Context, name string, wg *sync.WaitGroup) {
 	if err != nil {
 		return
 	}
-	nodes, err := s.meta.ListNodes(rctx)
+	_, online, err := s.meta.NodeStates(rctx)
 	if err != nil {
 		return
-	}
-	online := map[string]bool{}
-	for _, n := range nodes {
-		online[n.Name] = s.nodeOnline(n)
 	}
 	for _, node := range rec.Replication.Retired {
 		if !online[node] {

@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/meta"
 )
 
 // GetJoinToken returns the token nodes give to join the cluster, making it
@@ -53,7 +56,7 @@ func (s *Server) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*
 	if online[req.Node] {
 		return nil, fmt.Errorf("server: node name %q is taken by an online node of the cluster: start the new node with another --node-name: %w", req.Node, errdefs.ErrAlreadyExists)
 	}
-	adm, err := s.meta.AdmitNode(ctx, req.Node, req.EtcdPeerUrl)
+	adm, err := s.admit(ctx, req.Node, req.EtcdPeerUrl)
 	if err != nil {
 		return nil, fmt.Errorf("server: join node %q: %w", req.Node, err)
 	}
@@ -63,6 +66,29 @@ func (s *Server) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*
 		EtcdEndpoints:      adm.Endpoints,
 		EtcdInitialCluster: adm.InitialCluster,
 	}, nil
+}
+
+// admitWait is how long JoinCluster waits for etcd to take a member it
+// refuses for now (a member that has just joined must have been connected
+// for 5 seconds first) before it answers Unavailable, for the joining node
+// to retry.
+const admitWait = 8 * time.Second
+
+// admit is meta.AdmitNode, tried again while etcd cannot take the member yet.
+func (s *Server) admit(ctx context.Context, node, peerURL string) (meta.Admission, error) {
+	deadline := time.Now().Add(admitWait)
+	for {
+		adm, err := s.meta.AdmitNode(ctx, node, peerURL)
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) || time.Now().After(deadline) {
+			return adm, err
+		}
+		s.log.Debug("etcd cannot take the joining node's member yet; retrying", "node", node, "err", err)
+		select {
+		case <-ctx.Done():
+			return adm, err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // checkJoinToken compares the token given with the cluster's in constant

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
@@ -72,8 +73,24 @@ func (s *Server) reconcileVolume(ctx context.Context, rec meta.Volume) error {
 	if err != nil {
 		return fmt.Errorf("reconcile volume %q: %w", name, err)
 	}
+	others := replicaNodes(rec)
+	others = slices.DeleteFunc(others, func(n string) bool { return n == s.node })
 	switch rec.State {
 	case meta.StateCreating:
+		if len(others) > 0 {
+			// Some replicas may not have been made: the volume never held
+			// data, so it goes, on every node.
+			s.log.Info("removing a replicated volume whose creation was interrupted", "volume", name)
+			if exists {
+				if err := s.agent.Delete(name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+					return fmt.Errorf("reconcile volume %q: %w", name, err)
+				}
+			}
+			if err := s.deleteReplicas(ctx, name, others); err != nil {
+				return fmt.Errorf("reconcile volume %q: %w", name, err)
+			}
+			return s.meta.DeleteVolume(ctx, rec)
+		}
 		if !exists {
 			s.log.Info("removing the record of a volume whose creation was interrupted", "volume", name)
 			return s.meta.DeleteVolume(ctx, rec)
@@ -96,6 +113,9 @@ func (s *Server) reconcileVolume(ctx context.Context, rec meta.Volume) error {
 			if err := s.agent.Delete(name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				return fmt.Errorf("reconcile volume %q: %w", name, err)
 			}
+		}
+		if err := s.deleteReplicas(ctx, name, others); err != nil {
+			s.log.Warn("some replicas of a deleted volume could not be deleted", "volume", name, "err", err)
 		}
 		return s.meta.DeleteVolume(ctx, rec)
 	case meta.StateReady:

@@ -13,6 +13,8 @@ import (
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
+	"github.com/strata-storage/strata/internal/meta"
+	"github.com/strata-storage/strata/internal/replset"
 )
 
 // newCluster starts three nodes sharing the first one's etcd, each with its
@@ -430,5 +432,31 @@ func TestRecreatedVolumeStartsAboveOldEpochs(t *testing.T) {
 	}
 	if _, err := n1.agent.Engine("again").WriteAt(fill(1, 4096), 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInterruptedReplicatedCreateIsUndone: a crash while a replicated
+// volume's replicas were being made leaves a "creating" record; the next
+// start of its node removes the replicas that were made, and the record.
+func TestInterruptedReplicatedCreateIsUndone(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2 := nodes[0], nodes[1]
+	bg := context.Background()
+	repl, err := replset.New([]string{"node1", "node2"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.meta.CreateVolume(bg, meta.Volume{Name: "half", Size: 16 * mib, Node: "node1", Created: time.Now(), State: meta.StateCreating, Replication: repl}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n2.agent.Create("half", 16*mib); err != nil { // made on node2 only
+		t.Fatal(err)
+	}
+	n1.restart()
+	if _, err := n1.meta.GetVolume(bg, "half"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("record after reconcile: %v", err)
+	}
+	if _, err := n2.agent.Pool().Open("half"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("node2's replica after reconcile: %v", err)
 	}
 }

@@ -123,6 +123,11 @@ func (s *Server) reconcileVolume(ctx context.Context, rec meta.Volume) error {
 			s.log.Error("volume is recorded but its chain is missing from the pool", "volume", name)
 			return nil
 		}
+		if len(others) > 0 {
+			// Its engine runs here from the start, so that the repair
+			// loop watches its replicas even before any I/O comes.
+			defer s.attachLater(name)
+		}
 		// Engines start with the recorded limits.
 		if err := s.agent.SetLimits(name, rec.QoS); err != nil {
 			return fmt.Errorf("reconcile volume %q: %w", name, err)

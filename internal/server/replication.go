@@ -316,6 +316,18 @@ func (s *Server) StartEngine(name string, c *chain.Chain) (*engine.Volume, error
 	return eng, nil
 }
 
+// attachLater starts the engine of replicated volume name on this node in
+// the background (at startup and after create), so that its replicas are
+// watched and repaired whether or not I/O comes; failures are logged (the
+// first I/O tries again).
+func (s *Server) attachLater(name string) {
+	go func() {
+		if err := s.agent.Attach(name); err != nil {
+			s.log.Warn("starting the engine of a replicated volume", "volume", name, "err", err)
+		}
+	}()
+}
+
 // registerEngine hands a started engine to the repair loop.
 func (s *Server) registerEngine(name string, eng *engine.Volume) {
 	s.repl.mu.Lock()

@@ -293,6 +293,9 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 	if err != nil {
 		return nil, fmt.Errorf("volume %q was made but could not be recorded as ready (the next start finishes it): %w", name, err)
 	}
+	if len(replicaNodes(rec)) > 1 && rec.Node == s.node {
+		s.attachLater(name)
+	}
 	return s.view(rec, 0), nil
 }
 

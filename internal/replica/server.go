@@ -205,11 +205,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	stop := context.AfterFunc(ctx, c.shutdown)
 	defer stop()
-	err := c.run()
-	if err != nil && ctx.Err() != nil {
+	err := c.run() // never nil: why the connection ended
+	if ctx.Err() != nil {
 		err = fmt.Errorf("server stopping: %w", err)
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
+	if !errors.Is(err, io.EOF) {
 		c.log.Debug("replica: connection ended", "volume", c.volume, "err", err)
 	}
 }

@@ -468,6 +468,10 @@ func (v *Volume) isCatching(s *set, d *dirtySet) bool {
 // writes wait for at most one batch. A variable for tests.
 var catchUpBatch int64 = 4 << 20
 
+// betweenCatchUpBatches, when set (by tests), runs between two batches of
+// a catch-up, with writes flowing.
+var betweenCatchUpBatches func()
+
 // ErrCatchUpAbandoned ends a catch-up whose replica failed a write or was
 // removed, or whose engine closed.
 var ErrCatchUpAbandoned = fmt.Errorf("engine: catch-up abandoned: %w", errdefs.ErrUnavailable)
@@ -514,6 +518,9 @@ func (v *Volume) CatchUp(ctx context.Context, node string, r Replica, extra []Ex
 		copied += c
 		if err != nil || done {
 			return copied, err
+		}
+		if betweenCatchUpBatches != nil {
+			betweenCatchUpBatches()
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/strata-storage/strata/internal/errdefs"
 )
@@ -171,6 +172,14 @@ func TestCatchUpCopiesOnlyWhatWasMissed(t *testing.T) {
 			}
 		}
 	}()
+	// The first batch waits for some writes, so that writes surely run
+	// while the replica catches up.
+	defer func() { betweenCatchUpBatches = nil }()
+	betweenCatchUpBatches = func() {
+		for deadline := time.Now().Add(5 * time.Second); during.Load() < 20 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	copied, err := v.CatchUp(context.Background(), "n2", b, nil)
 	cancel()
 	wg.Wait()

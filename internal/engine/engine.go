@@ -654,6 +654,45 @@ func (v *Volume) Remove(node string, commit func() error) error {
 	return nil
 }
 
+// Track starts recording the blocks node's replica misses, if it is not
+// in the set and not tracked already; it returns false when it was
+// tracked already. Call it before listing what an untracked replica may
+// lack, so that writes made meanwhile are not lost between the listing
+// and CatchUp. It waits for the I/O in flight.
+func (v *Volume) Track(node string) bool {
+	v.io.Lock()
+	defer v.io.Unlock()
+	v.setMu.Lock()
+	defer v.setMu.Unlock()
+	s := v.set.Load()
+	if s.member(node) || s.missed[node] != nil {
+		return false
+	}
+	n := &set{members: s.members, catching: s.catching, missed: maps.Clone(s.missed)}
+	n.missed[node] = newDirtySet()
+	v.set.Store(n)
+	return true
+}
+
+// Untrack forgets what node's replica misses (a failed Track and listing:
+// the next attempt starts over). A replica catching up is left alone.
+func (v *Volume) Untrack(node string) {
+	v.setMu.Lock()
+	defer v.setMu.Unlock()
+	s := v.set.Load()
+	for _, m := range s.catching {
+		if m.Node == node {
+			return
+		}
+	}
+	if s.missed[node] == nil {
+		return
+	}
+	n := &set{members: s.members, catching: s.catching, missed: maps.Clone(s.missed)}
+	delete(n.missed, node)
+	v.set.Store(n)
+}
+
 // Tracks says whether this engine knows what node's replica missed: it
 // dropped the replica itself, or is catching it up.
 func (v *Volume) Tracks(node string) bool { return v.set.Load().missed[node] != nil }

@@ -282,3 +282,31 @@ func TestDirtySetTakesRunsInOrder(t *testing.T) {
 		t.Fatal("set not empty after taking everything")
 	}
 }
+
+// TestTrackRecordsWritesBeforeTheCatchUp: writes between Track and
+// CatchUp reach the replica through the catch-up, with the listed extents.
+func TestTrackRecordsWritesBeforeTheCatchUp(t *testing.T) {
+	a, b := newMem(1<<20), newMem(1<<20)
+	var log setLog
+	v, _ := NewReplicated("vol", []Member{{"n1", a}}, log.config("n1"))
+	v.WriteAt(fill4k(1), 0) // before: the listing's business
+	if !v.Track("n2") || v.Track("n2") {
+		t.Fatal("Track must start tracking once")
+	}
+	v.WriteAt(fill4k(2), 8192) // between the listing and the catch-up
+	if got := v.Missed("n2"); got != 4096 {
+		t.Fatalf("missed %d, want 4096", got)
+	}
+	if _, err := v.CatchUp(context.Background(), "n2", b, []Extent{{0, 4096}}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.data, b.data) {
+		t.Fatal("replicas differ: the write made between Track and CatchUp was lost")
+	}
+	v.Untrack("n2") // a member now: nothing to forget
+	if v.Tracks("n2") {
+		t.Fatal("a member is tracked")
+	}
+}
+
+func fill4k(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }

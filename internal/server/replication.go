@@ -595,8 +595,11 @@ func (s *Server) catchUp(ctx context.Context, name string, eng *engine.Volume, n
 		return
 	}
 	var extra []engine.Extent
-	if !eng.Tracks(node) {
+	if eng.Track(node) {
+		// Not dropped by this engine: from now on it records what the
+		// replica misses, and what it missed before is listed now.
 		if extra, err = s.unknownDifferences(ctx, name, eng, node); err != nil {
+			eng.Untrack(node)
 			closeAll([]engine.Member{{Replica: r}})
 			s.log.Warn("replica catch-up: extents", "volume", name, "node", node, "err", err)
 			return

@@ -123,6 +123,7 @@ func (c *replCluster) stopAll() {
 	for _, n := range c.nodes {
 		n.cmd.Process.Signal(syscall.SIGTERM)
 	}
+	start := time.Now()
 	deadline := time.After(60 * time.Second)
 	for _, n := range c.nodes {
 		select {
@@ -132,12 +133,14 @@ func (c *replCluster) stopAll() {
 			c.t.Fatalf("%s did not stop within 60s of SIGTERM:\n%s", n.api, n.log())
 		}
 	}
+	c.t.Logf("all nodes stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
 }
 
 // startAll starts every node at once and waits until all answer: a node
 // alone cannot start, since etcd needs a quorum of its members.
 func (c *replCluster) startAll() {
 	c.t.Helper()
+	start := time.Now()
 	for _, n := range c.nodes {
 		n.spawn()
 	}
@@ -145,6 +148,7 @@ func (c *replCluster) startAll() {
 		n.waitUp()
 	}
 	c.waitOnline(c.names...)
+	c.t.Logf("all nodes up and online %s after their start", time.Since(start).Round(time.Millisecond))
 }
 
 // spawn starts the node's process without waiting for it to answer

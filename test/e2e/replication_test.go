@@ -33,8 +33,9 @@ func replSetup(t *testing.T, vol string, size int64, prepare func(int, string)) 
 }
 
 // TestReplReplicaKilled: SIGKILL of a replica's node (not the engine's)
-// during writes. Writes go on, the volume degraded; the node restarts and
-// its replica catches up while the writes continue.
+// during writes. Writes go on, the volume degraded; the node restarts, is
+// killed again while its replica catches up, restarts again, and its
+// replica catches up while the writes continue.
 func TestReplReplicaKilled(t *testing.T) {
 	c, w := replSetup(t, "rk", replVolSize, nil)
 	w.start()
@@ -46,6 +47,30 @@ func TestReplReplicaKilled(t *testing.T) {
 		return v.Degraded && v.mode("r3") == "out" && v.mode("r1") == "in-sync" && v.mode("r2") == "in-sync"
 	})
 	w.waitAcked(at, 4<<20, 30*time.Second, "writes with r3 dead")
+
+	// r3 returns and dies again as soon as its catch-up starts (or, if
+	// that was too quick to see, once it is back in sync).
+	c.node("r3").start()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v := c.inspect("rk")
+		if m := v.mode("r3"); m != "out" {
+			c.node("r3").kill9()
+			t.Logf("r3 killed again, its replica %s: %s", m, v)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r3's replica does not start catching up: %s\n%s", v, c.logs())
+		}
+	}
+	at = w.ackedBytes.Load()
+	w.waitAcked(at, 4<<20, 30*time.Second, "writes with r3 dead again")
+	// The engine writes no more to r3: its replica is out (a replica out
+	// for 10 minutes is replaced; one that stays catching-up is not).
+	waitNodeState(t, c.node("r1"), "r3", "offline", replTTL+20*time.Second)
+	if v := c.inspect("rk"); v.mode("r3") != "out" {
+		t.Errorf("r3 died while its replica was catching up and is offline, but its replica is not out: %s", v)
+	}
 
 	c.node("r3").start()
 	c.waitVolume("rk", "all in sync after r3's return", 60*time.Second, replVolume.allInSync)

@@ -69,7 +69,7 @@ func TestReplReplicaKilled(t *testing.T) {
 	// for 10 minutes is replaced; one that stays catching-up is not).
 	waitNodeState(t, c.node("r1"), "r3", "offline", replTTL+20*time.Second)
 	if v := c.inspect("rk"); v.mode("r3") != "out" {
-		t.Errorf("r3 died while its replica was catching up and is offline, but its replica is not out: %s", v)
+		t.Errorf("r3 died while its replica was catching up and is offline, but its replica is not out, so it would never be replaced: %s", v)
 	}
 
 	c.node("r3").start()

@@ -489,6 +489,12 @@ func (s *Server) repair(ctx context.Context, name string, wg *sync.WaitGroup) {
 		}
 	}
 	for _, r := range rec.Replication.Replicas {
+		if r.Mode == replset.CatchingUp && !online[r.Node] && !s.catchingNow(e, r.Node) {
+			// Its node went away before or during the catch-up: it is
+			// out, and is replaced if it stays away.
+			s.markOut(rctx, name, r.Node, "its node is offline")
+			continue
+		}
 		if r.Mode == replset.InSync || !online[r.Node] {
 			continue
 		}
@@ -512,6 +518,29 @@ func (s *Server) repair(ctx context.Context, name string, wg *sync.WaitGroup) {
 			s.catchUp(ctx, name, e.eng, r.Node)
 		}()
 	}
+}
+
+// catchingNow says whether a catch-up of node's replica runs for e.
+func (s *Server) catchingNow(e *replEngine, node string) bool {
+	s.repl.mu.Lock()
+	defer s.repl.mu.Unlock()
+	return e.catching[node]
+}
+
+// markOut records that volume name's replica on node, which was catching
+// up, failed: it is out, and Tick replaces it if it stays away.
+func (s *Server) markOut(ctx context.Context, name, node, why string) {
+	_, _, err := s.changeRepl(ctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
+		if !s.engineHere(st) {
+			return st, nil, nil
+		}
+		return st.ReplicaFailed(node, time.Now().UTC())
+	})
+	if err != nil {
+		s.log.Warn("recording a replica out", "volume", name, "node", node, "err", err)
+		return
+	}
+	s.log.Warn("replica is out", "volume", name, "node", node, "why", why)
 }
 
 // carryOut does what a Tick or an ha-update asked: place replacements and
@@ -607,6 +636,9 @@ func (s *Server) catchUp(ctx context.Context, name string, eng *engine.Volume, n
 	}
 	start := time.Now()
 	copied, err := eng.CatchUp(ctx, node, r, extra)
+	if errors.Is(err, engine.ErrCatchUpAbandoned) {
+		s.markOut(ctx, name, node, err.Error())
+	}
 	if err != nil {
 		s.log.Warn("replica catch-up stopped (retried)", "volume", name, "node", node, "copied", copied, "err", err)
 		return

@@ -460,3 +460,29 @@ func TestInterruptedReplicatedCreateIsUndone(t *testing.T) {
 		t.Fatalf("node2's replica after reconcile: %v", err)
 	}
 }
+
+// TestACatchingUpReplicaWhoseNodeDiesIsReplaced: a replica whose node goes
+// away during its catch-up is recorded out, and replaced in time.
+func TestACatchingUpReplicaWhoseNodeDiesIsReplaced(t *testing.T) {
+	nodes := newCluster(t, func(n *testNode) { n.replaceAfter = time.Second })
+	n1, n2 := nodes[0], nodes[1]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "cu", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}))
+	if err := n1.agent.Attach("cu"); err != nil {
+		t.Fatal(err)
+	}
+	n2.stop()
+	if _, err := n1.agent.Engine("cu").WriteAt(fill(1, 4096), 0); err != nil { // drops node2
+		t.Fatal(err)
+	}
+	// The record as a catch-up cut short by the node's death leaves it.
+	bg := context.Background()
+	if _, _, err := n1.srv.changeRepl(bg, "cu", func(st replset.State) (replset.State, []replset.Action, error) {
+		return st.ReplicaReturned("node2", time.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitVolume(t, n1, "cu", "a replacement on node3", func(v *pb.Volume) bool {
+		return modes(v) == "node1:in-sync node3:in-sync"
+	})
+}

@@ -124,13 +124,13 @@ func (c *replCluster) stopAll() {
 		n.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	start := time.Now()
-	deadline := time.After(60 * time.Second)
+	deadline := time.After(150 * time.Second)
 	for _, n := range c.nodes {
 		select {
 		case <-n.done:
 			n.cmd = nil
 		case <-deadline:
-			c.t.Fatalf("%s did not stop within 60s of SIGTERM:\n%s", n.api, n.log())
+			c.t.Fatalf("%s did not stop within 150s of SIGTERM (a clean stop of all three at once takes 7-17 s, more under load: etcd loses its quorum while engines record their detach):\n%s", n.api, n.log())
 		}
 	}
 	c.t.Logf("all nodes stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))

@@ -21,6 +21,7 @@ import (
 
 	"github.com/strata-storage/strata/client"
 	"github.com/strata-storage/strata/internal/agent"
+	"github.com/strata-storage/strata/internal/atomicfile"
 	"github.com/strata-storage/strata/internal/csi"
 	"github.com/strata-storage/strata/internal/dockerplugin"
 	"github.com/strata-storage/strata/internal/errdefs"
@@ -468,7 +469,7 @@ func adminToken(ctx context.Context, dataDir string, store *meta.Store) (string,
 			return "", err
 		}
 		token = hex.EncodeToString(raw)
-		if err := writeFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("admin token: %w", err)
 		}
 	default:
@@ -478,42 +479,6 @@ func adminToken(ctx context.Context, dataDir string, store *meta.Store) (string,
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return token, nil
-}
-
-// writeFileAtomic writes a file crash-safely: temp file, fsync, rename,
-// fsync of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func printNextSteps(out io.Writer, o upOptions, n *node) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/strata-storage/strata/internal/atomicfile"
 	"github.com/strata-storage/strata/internal/errdefs"
 )
 
@@ -162,7 +163,7 @@ func (e *Epochs) Open(volume string, epoch uint64) (*Fence, error) {
 	}
 	if epoch > v.cur {
 		data := []byte(strconv.FormatUint(epoch, 10) + "\n")
-		if err := writeFileAtomic(e.dir, volume+".epoch", data); err != nil {
+		if err := atomicfile.Write(filepath.Join(e.dir, volume+".epoch"), data, 0o644); err != nil {
 			return nil, fmt.Errorf("replica: volume %q: persist epoch %d: %w", volume, epoch, err)
 		}
 		v.cur = epoch
@@ -217,35 +218,4 @@ func (f *Fence) leave() {
 	if f != nil {
 		f.v.mu.RUnlock()
 	}
-}
-
-// writeFileAtomic replaces dir/name with data: temp file, fsync, rename,
-// fsync of the directory.
-func writeFileAtomic(dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, "."+name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(dir); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

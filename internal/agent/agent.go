@@ -611,9 +611,10 @@ func (a *Agent) DeleteSnapshot(name, snap string) (chain.DeleteSnapshotResult, e
 }
 
 // Revert drops every write made to the volume since snapshot snap. It is
-// refused while the volume is mounted or has NBD connections. The engine is
-// closed before and started again after, so that nothing it cached from the
-// dropped head survives.
+// refused while the volume is mounted or has NBD connections. A replicated
+// volume (an EngineStarter is installed) reverts through its engine, on
+// every replica at once; otherwise the engine is closed before and started
+// again after, so that nothing it cached from the dropped head survives.
 func (a *Agent) Revert(name, snap string) (chain.Info, error) {
 	vs, unlock, err := a.lockOps(name)
 	if err != nil {
@@ -634,7 +635,10 @@ func (a *Agent) Revert(name, snap string) (chain.Info, error) {
 		return chain.Info{}, err
 	}
 	v.busy = "being reverted"
-	err = v.closeEngineLocked()
+	replicated := a.engineStarter() != nil
+	if !replicated {
+		err = v.closeEngineLocked()
+	}
 	v.mu.Unlock()
 	defer func() {
 		v.mu.Lock()
@@ -643,6 +647,16 @@ func (a *Agent) Revert(name, snap string) (chain.Info, error) {
 	}()
 	if err != nil {
 		return chain.Info{}, err
+	}
+	if replicated {
+		eng, err := a.controlEngine(v)
+		if err != nil {
+			return chain.Info{}, err
+		}
+		if err := eng.Revert(snap); err != nil {
+			return chain.Info{}, fmt.Errorf("revert volume %q to %s: %w", name, snap, err)
+		}
+		return c.Info(), nil
 	}
 	if err := c.Revert(snap); err != nil {
 		return chain.Info{}, fmt.Errorf("revert volume %q to %s: %w", name, snap, err)

@@ -29,6 +29,9 @@ type Replica interface {
 	Size() int64
 	Grow(size int64) error
 	Snapshot(name string) error
+	// Revert drops every write since snapshot name, the replica's
+	// latest; the size goes back to the snapshot's.
+	Revert(name string) error
 }
 
 // ErrClosed is returned by every call on a closed engine.
@@ -289,6 +292,30 @@ func (v *Volume) Snapshot(name string) error {
 		return err
 	}
 	return v.each(0, 0, func(r Replica) error { return r.Snapshot(name) })
+}
+
+// Revert drops every write since snapshot name on every in-sync replica,
+// at a quiet point of the write stream. It is refused while a replica
+// catches up. A replica that fails the revert leaves the in-sync set like
+// one that fails a write; neither it nor a replica already out is tracked
+// afterwards, since the blocks they lack are no longer those they missed:
+// their catch-up lists what either side changed since the snapshot.
+func (v *Volume) Revert(name string) error {
+	v.io.Lock()
+	defer v.io.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	if len(v.set.Load().catching) > 0 {
+		return ErrCatchingUp
+	}
+	err := v.each(0, 0, func(r Replica) error { return r.Revert(name) })
+	v.setMu.Lock()
+	defer v.setMu.Unlock()
+	if s := v.set.Load(); len(s.missed) > 0 {
+		v.set.Store(&set{members: s.members, catching: s.catching, missed: map[string]*dirtySet{}})
+	}
+	return err
 }
 
 // Grow raises the size of every replica.

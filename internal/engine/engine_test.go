@@ -14,6 +14,7 @@ type memReplica struct {
 	mu       sync.Mutex
 	data     []byte
 	snaps    []string
+	reverts  []string
 	failWith error
 	flushes  int
 }
@@ -49,6 +50,18 @@ func (m *memReplica) Grow(size int64) error {
 	return nil
 }
 func (m *memReplica) Snapshot(name string) error { m.snaps = append(m.snaps, name); return nil }
+
+// Revert fails with failWith; a model of the content since the snapshot
+// is not kept (the chain's conformance tests cover revert itself).
+func (m *memReplica) Revert(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failWith != nil {
+		return m.failWith
+	}
+	m.reverts = append(m.reverts, name)
+	return nil
+}
 
 func TestWritesReachEveryReplica(t *testing.T) {
 	a, b := newMem(1<<20), newMem(1<<20)

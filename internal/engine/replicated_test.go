@@ -310,3 +310,53 @@ func TestTrackRecordsWritesBeforeTheCatchUp(t *testing.T) {
 }
 
 func fill4k(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
+
+// TestRevertForgetsWhatReplicasMissed reverts a volume with one replica
+// out and one failing the revert: the others revert, the failing one
+// leaves the in-sync set, and the engine tracks neither (what they lack
+// is what changed since the snapshot, which the caller lists).
+func TestRevertForgetsWhatReplicasMissed(t *testing.T) {
+	a, b, c, d := newMem(1<<20), newMem(1<<20), newMem(1<<20), newMem(1<<20)
+	var log setLog
+	v, err := NewReplicated("vol", []Member{{"n1", a}, {"n2", b}, {"n3", c}, {"n4", d}}, log.config("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.fail(syscall.EIO)
+	if _, err := v.WriteAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	d.fail(nil)
+	if !v.Tracks("n4") {
+		t.Fatal("the dropped n4 is not tracked")
+	}
+	c.fail(syscall.EIO)
+	if err := v.Revert("s1"); err != nil {
+		t.Fatalf("revert with one replica failing: %v", err)
+	}
+	if got := v.InSync(); len(got) != 2 || got[0] != "n1" || got[1] != "n2" {
+		t.Fatalf("in sync %v, want [n1 n2]", got)
+	}
+	for _, r := range []*memReplica{a, b} {
+		if len(r.reverts) != 1 || r.reverts[0] != "s1" {
+			t.Errorf("in-sync replica reverts %v, want [s1]", r.reverts)
+		}
+	}
+	if len(d.reverts) != 0 {
+		t.Errorf("the replica that was out was reverted: %v", d.reverts)
+	}
+	for _, n := range []string{"n3", "n4"} {
+		if v.Tracks(n) {
+			t.Errorf("%s is still tracked after the revert", n)
+		}
+	}
+	// The last in-sync replica failing fails the revert.
+	a.fail(syscall.EIO)
+	b.fail(syscall.EIO)
+	if err := v.Revert("s1"); err == nil {
+		t.Fatal("revert with every replica failing succeeded")
+	}
+	if got := v.InSync(); len(got) != 1 {
+		t.Fatalf("in sync %v, want one replica left", got)
+	}
+}

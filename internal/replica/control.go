@@ -13,7 +13,8 @@ import (
 )
 
 // Control is a client of a replica server's volume-level operations,
-// which need no engine: create, delete, list, checksums and extents. It
+// which need no engine: create, delete, list, checksums, extents, and the
+// listing and deletion of snapshots. It
 // holds one connection bound to no volume and is safe for concurrent use.
 // Like a Remote, it breaks for good when a request times out or the
 // connection fails (errdefs.ErrUnavailable); dial a new one then.
@@ -166,6 +167,42 @@ func (c *Control) Extents(ctx context.Context, volume, from, to string) ([]chain
 			return out, nil
 		}
 	}
+}
+
+// Snapshots returns the names of the volume's snapshots on the server,
+// oldest first.
+func (c *Control) Snapshots(ctx context.Context, volume string) ([]string, error) {
+	p, err := encodeStrs(nil, volume)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, opSnapshots, 0, 0, p, c.r.timeout)
+	if err != nil {
+		return nil, err
+	}
+	names, err := decodeStrs(resp, -1)
+	if err != nil {
+		return nil, c.protocolError(opSnapshots, err)
+	}
+	return names, nil
+}
+
+// DeleteSnapshot deletes the volume's snapshot on the server (see
+// chain.Chain.DeleteSnapshot); a missing one is errdefs.ErrNotFound. It
+// returns how many clones keep the snapshot's layers there.
+func (c *Control) DeleteSnapshot(ctx context.Context, volume, snapshot string) (int, error) {
+	p, err := encodeStrs(nil, volume, snapshot)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.do(ctx, opDeleteSnapshot, 0, 0, p, c.r.timeout)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp) != 8 || binary.BigEndian.Uint64(resp) > 1<<31 {
+		return 0, c.protocolError(opDeleteSnapshot, fmt.Errorf("reply of %d bytes", len(resp)))
+	}
+	return int(binary.BigEndian.Uint64(resp)), nil
 }
 
 func (c *Control) protocolError(o op, err error) error {

@@ -54,16 +54,23 @@
 //	              one 32-byte SHA-256 per region (the last may be short)
 //	14 extents    offset resume point, str volume, str from, str to ->
 //	              u64 offset and u64 length per changed extent
+//	15 revert     str snapshot (the chain's latest) -> nothing
+//	16 snapshots  str volume -> one str per snapshot, oldest first
+//	17 delete-snapshot
+//	              str volume, str snapshot -> u64 clones that keep
+//	              its layers
 //
 // The first request of a connection must be hello. It binds the connection
 // to one volume and epoch for its lifetime (there is no per-request
 // handshake): the server opens the volume's chain and its fence (see
 // Epochs.Open), refusing an older epoch with status 7 and then closing the
 // connection. An empty volume name makes a control connection, which takes
-// only the volume-level ops 10 to 14 (size 0 in the hello reply); those
-// work on data connections too. Ops 2 to 9 go through the connection's
-// fence: once a later hello (or Local) raises the volume's epoch on the
-// node, they fail with status 7 and change nothing.
+// only the volume-level ops 10 to 14, 16 and 17 (size 0 in the hello
+// reply); those work on data connections too. Ops 2 to 9 and 15 go
+// through the connection's fence: once a later hello (or Local) raises
+// the volume's epoch on the node, they fail with status 7 and change
+// nothing. Ops 16 and 17 leave the head alone (a snapshot delete merges
+// layers, keeping what every read returns), so they need no fence.
 //
 // After hello, the client may send any number of requests without waiting.
 // The server reads up to 64 requests (and 64 MiB of payload) ahead of its

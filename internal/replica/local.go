@@ -102,3 +102,12 @@ func (l *Local) Snapshot(name string) error {
 	_, err := l.c.Snapshot(name)
 	return err
 }
+
+// Revert drops every write since snapshot name, the chain's latest.
+func (l *Local) Revert(name string) error {
+	if err := l.f.enter(); err != nil {
+		return err
+	}
+	defer l.f.leave()
+	return l.c.Revert(name)
+}

@@ -53,6 +53,9 @@ const (
 	opList
 	opChecksums
 	opExtents
+	opRevert
+	opSnapshots
+	opDeleteSnapshot
 	opEnd // first unknown op
 )
 
@@ -61,6 +64,7 @@ var opNames = [...]string{
 	opTrim: "trim", opZeroes: "write-zeroes", opSize: "size", opGrow: "grow",
 	opSnapshot: "snapshot", opCreate: "create", opDelete: "delete",
 	opList: "list", opChecksums: "checksums", opExtents: "extents",
+	opRevert: "revert", opSnapshots: "snapshots", opDeleteSnapshot: "delete-snapshot",
 }
 
 func (o op) String() string {
@@ -72,7 +76,7 @@ func (o op) String() string {
 
 // dataOp reports whether o works on the connection's volume through its
 // fence, and so needs a hello with a volume.
-func (o op) dataOp() bool { return o >= opRead && o <= opSnapshot }
+func (o op) dataOp() bool { return o >= opRead && o <= opSnapshot || o == opRevert }
 
 // reqHeader is a request header; see the package comment.
 type reqHeader struct {

@@ -562,3 +562,19 @@ func (r *Remote) Snapshot(name string) error {
 	_, err = r.roundTrip(c)
 	return err
 }
+
+// Revert drops every write since snapshot name, the replica's latest; the
+// size goes back to the snapshot's.
+func (r *Remote) Revert(name string) error {
+	payload, err := encodeStrs(nil, name)
+	if err != nil {
+		return err
+	}
+	c := getCall(opRevert, 0, 0)
+	c.payload = payload
+	if _, err = r.roundTrip(c); err != nil {
+		return err
+	}
+	r.Size()
+	return nil
+}

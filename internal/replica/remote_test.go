@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -230,6 +231,7 @@ func TestRemoteFencing(t *testing.T) {
 		"zeroes":   func() error { return r1.WriteZeroes(0, 4096) },
 		"grow":     func() error { return r1.Grow(8 * mib) },
 		"snapshot": func() error { return r1.Snapshot("s") },
+		"revert":   func() error { return r1.Revert("s") },
 	} {
 		if err := fn(); !errors.Is(err, ErrStaleEpoch) {
 			t.Errorf("epoch-1 %s after epoch 2: %v, want ErrStaleEpoch", name, err)
@@ -634,6 +636,74 @@ func TestControl(t *testing.T) {
 	}
 	if _, err := ctl.List(ctx); err != nil {
 		t.Errorf("list after a cancelled one: %v", err)
+	}
+}
+
+// TestSnapshotOps reverts a replica over the wire and lists and deletes
+// its snapshots through a control connection, against the chain itself.
+func TestSnapshotOps(t *testing.T) {
+	checkNoLeaks(t)
+	n := startNode(t)
+	c := n.create("vol", 4*mib)
+	r := n.dial("vol", 1)
+	ctl := n.control()
+	ctx := context.Background()
+
+	a, b := pattern(8192, 1), pattern(8192, 2)
+	mustWrite(t, r, a, 0)
+	for _, s := range []string{"s1", "s2"} {
+		if err := r.Snapshot(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names, err := ctl.Snapshots(ctx, "vol"); err != nil || strings.Join(names, ",") != "s1,s2" {
+		t.Fatalf("Snapshots = %v, %v", names, err)
+	}
+	// Grown and written after s2: revert drops both, on the chain too.
+	if err := r.Grow(8 * mib); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, r, b, 0)
+	mustWrite(t, r, b, 6*mib)
+	if err := r.Revert("s1"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("revert past a later snapshot: %v, want failed precondition", err)
+	}
+	if err := r.Revert("nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("revert to a missing snapshot: %v, want not found", err)
+	}
+	equalBytes(t, "after refused reverts", mustRead(t, c, 0, 8192), b)
+	if err := r.Revert("s2"); err != nil {
+		t.Fatal(err)
+	}
+	if r.Size() != 4*mib || c.Size() != 4*mib {
+		t.Errorf("size after revert: remote %d, chain %d, want %d", r.Size(), c.Size(), 4*mib)
+	}
+	equalBytes(t, "after revert", mustRead(t, r, 0, 8192), a)
+	equalBytes(t, "after revert, chain", mustRead(t, c, 0, 8192), a)
+
+	// Deleting a snapshot keeps the content; twice is not found.
+	if kept, err := ctl.DeleteSnapshot(ctx, "vol", "s1"); err != nil || kept != 0 {
+		t.Fatalf("DeleteSnapshot = %d, %v", kept, err)
+	}
+	if _, err := ctl.DeleteSnapshot(ctx, "vol", "s1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("delete again: %v, want not found", err)
+	}
+	if _, err := ctl.DeleteSnapshot(ctx, "zz", "s1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("delete a snapshot of a missing volume: %v, want not found", err)
+	}
+	if _, err := ctl.Snapshots(ctx, "zz"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("snapshots of a missing volume: %v, want not found", err)
+	}
+	if names, err := ctl.Snapshots(ctx, "vol"); err != nil || strings.Join(names, ",") != "s2" {
+		t.Fatalf("Snapshots after delete = %v, %v", names, err)
+	}
+	equalBytes(t, "after snapshot delete", mustRead(t, r, 0, 8192), a)
+	// Revert is a data op: a control connection cannot send it.
+	call := getCall(opRevert, 0, 0)
+	call.payload, _ = encodeStrs(nil, "s2")
+	ctl.r.send(nil, call, time.Second)
+	if !errors.Is(call.err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("revert on a control connection: %v, want failed precondition", call.err)
 	}
 }
 

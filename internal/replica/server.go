@@ -584,6 +584,41 @@ func (c *conn) do(q *request) ([]byte, *[]byte, error) {
 		return c.checksums(q)
 	case opExtents:
 		return c.extents(q)
+	case opRevert:
+		s, err := decodeStrs(q.payload(), 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: revert: %w", err)
+		}
+		return nil, nil, c.local.Revert(s[0])
+	case opSnapshots:
+		s, err := decodeStrs(q.payload(), 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: snapshots: %w", err)
+		}
+		ch, err := c.s.pool.Open(s[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		var names []string
+		for _, si := range ch.Snapshots() {
+			names = append(names, si.Name)
+		}
+		data, err := encodeStrs(nil, names...)
+		return data, nil, err
+	case opDeleteSnapshot:
+		s, err := decodeStrs(q.payload(), 2)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: delete-snapshot: %w", err)
+		}
+		ch, err := c.s.pool.Open(s[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		res, err := ch.DeleteSnapshot(s[1])
+		if err != nil {
+			return nil, nil, err
+		}
+		return binary.BigEndian.AppendUint64(nil, uint64(res.KeptForClones)), nil, nil
 	}
 	return nil, nil, fmt.Errorf("replica: unknown %v: %w", q.op, errdefs.ErrInvalidArgument)
 }

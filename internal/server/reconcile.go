@@ -195,7 +195,11 @@ func (s *Server) reconcileSnapshot(ctx context.Context, sn meta.Snapshot) error 
 		return err
 	case meta.StateDeleting:
 		s.log.Info("finishing an interrupted snapshot delete", "snapshot", ref)
-		if has {
+		if vol.Replicated() {
+			if _, err := s.deleteSnapshotEverywhere(ctx, vol, sn.Name); err != nil {
+				return err
+			}
+		} else if has {
 			if _, err := s.agent.DeleteSnapshot(sn.Volume, sn.Name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				return err
 			}

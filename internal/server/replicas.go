@@ -221,14 +221,130 @@ func (s *Server) compareReplicas(ctx context.Context, name string, size, region 
 	return nil
 }
 
-// refuseSpread refuses an operation that changes a volume's layers on
-// this node only (revert, snapshot delete) when the volume has replicas on
-// other nodes: their layers would no longer match (invariant 4).
-func refuseSpread(rec meta.Volume, action string) error {
-	nodes := replicaNodes(rec)
-	if len(nodes) <= 1 {
+// refuseOutOfSync refuses a snapshot of a replicated volume while one of
+// its replicas is out or catching up: every replica must seal the same
+// layer at the same point of the write stream (invariant 4), and one that
+// misses the snapshot could not be reverted to it nor serve clones of it.
+func refuseOutOfSync(rec meta.Volume, action string) error {
+	if !rec.Replicated() {
 		return nil
 	}
-	return fmt.Errorf("cannot %s volume %q: it has %d replicas (on %s), and this release does that on one replica only; reduce it to one first (strata volume ha-update %s --repl 1), then add them back: %w",
-		action, rec.Name, len(nodes), strings.Join(nodes, ", "), rec.Name, errdefs.ErrFailedPrecondition)
+	for _, r := range rec.Replication.Replicas {
+		if r.Mode != replset.InSync {
+			return fmt.Errorf("cannot %s volume %q now: its replica on %s is %s, and every replica must be in sync; retry when it has caught up or been replaced (strata volume inspect %s): %w",
+				action, rec.Name, r.Node, r.Mode, rec.Name, errdefs.ErrUnavailable)
+		}
+	}
+	return nil
+}
+
+// replicaSnapshots returns the snapshots of node's replica of volume name,
+// oldest first.
+func (s *Server) replicaSnapshots(ctx context.Context, name, node string) ([]string, error) {
+	if node == s.node {
+		c, err := s.agent.Pool().Open(name)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, si := range c.Snapshots() {
+			out = append(out, si.Name)
+		}
+		return out, nil
+	}
+	c, err := s.control(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Snapshots(ctx, name)
+}
+
+// deleteReplicaSnapshot deletes snapshot snap of node's replica of volume
+// name, returning how many clones keep its layers there; a replica without
+// it is errdefs.ErrNotFound.
+func (s *Server) deleteReplicaSnapshot(ctx context.Context, name, node, snap string) (int, error) {
+	if node == s.node {
+		res, err := s.agent.DeleteSnapshot(name, snap)
+		return res.KeptForClones, err
+	}
+	c, err := s.control(ctx, node)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.DeleteSnapshot(ctx, name, snap)
+}
+
+// deleteSnapshotEverywhere deletes snapshot snap of replicated volume rec
+// on every replica. It fails, naming them, when in-sync replicas cannot
+// be reached: the caller keeps the snapshot recorded as deleting, and a
+// second delete finishes. Replicas out of sync are pruned when they come
+// back (pruneSnapshots).
+func (s *Server) deleteSnapshotEverywhere(ctx context.Context, rec meta.Volume, snap string) (int, error) {
+	kept := 0
+	var errs []error
+	for _, r := range rec.Replication.Replicas {
+		k, err := s.deleteReplicaSnapshot(ctx, rec.Name, r.Node, snap)
+		switch {
+		case err == nil:
+			kept = max(kept, k)
+		case errors.Is(err, errdefs.ErrNotFound):
+		case r.Mode != replset.InSync:
+			s.log.Warn("snapshot not deleted on a replica out of sync; it is when the replica comes back",
+				"snapshot", rec.Name+"@"+snap, "node", r.Node, "err", err)
+		default:
+			errs = append(errs, fmt.Errorf("node %s: %w", r.Node, err))
+		}
+	}
+	if len(errs) > 0 {
+		return 0, fmt.Errorf("snapshot %s@%s is deleted on the other replicas, but not on: %w; it stays listed as deleting: delete it again when the node is back: %w",
+			rec.Name, snap, errors.Join(errs...), errdefs.ErrUnavailable)
+	}
+	return kept, nil
+}
+
+// pruneSnapshots deletes the snapshots of node's replica of volume name
+// that the volume no longer has: deleted while the replica was away.
+func (s *Server) pruneSnapshots(ctx context.Context, name, node string) error {
+	have, err := s.replicaSnapshots(ctx, name, node)
+	if err != nil || len(have) == 0 {
+		return err
+	}
+	recs, err := s.meta.ListSnapshots(ctx, name)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, r := range recs {
+		keep[r.Name] = r.State != meta.StateDeleting
+	}
+	for _, sn := range have {
+		if keep[sn] {
+			continue
+		}
+		if _, err := s.deleteReplicaSnapshot(ctx, name, node, sn); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("snapshot %s@%s on node %s: %w", name, sn, node, err)
+		}
+		s.log.Info("deleted a snapshot the replica kept while away", "snapshot", name+"@"+sn, "node", node)
+	}
+	return nil
+}
+
+// checkRevertable refuses to revert replicated volume rec to snap unless
+// every in-sync replica holds snap as its latest snapshot, so that the
+// revert cannot succeed on some and be refused on others. (Replicas out
+// of sync are not reverted: their catch-up copies what changed since.)
+func (s *Server) checkRevertable(ctx context.Context, rec meta.Volume, snap string) error {
+	for _, node := range rec.Replication.InSync() {
+		have, err := s.replicaSnapshots(ctx, rec.Name, node)
+		if err != nil {
+			return fmt.Errorf("revert volume %q: snapshots of the replica on %s: %w", rec.Name, node, err)
+		}
+		if len(have) == 0 || have[len(have)-1] != snap {
+			return fmt.Errorf("cannot revert volume %q to %s: the replica on %s holds %s as its latest snapshot (a volume reverts only to its latest: delete the later ones first): %w",
+				rec.Name, snap, node, strings.Join(have, ", "), errdefs.ErrFailedPrecondition)
+		}
+	}
+	return nil
 }

@@ -623,6 +623,9 @@ func (s *Server) catchUp(ctx context.Context, name string, eng *engine.Volume, n
 		s.log.Warn("replica returned but cannot catch up", "volume", name, "node", node, "err", err)
 		return
 	}
+	if err := s.pruneSnapshots(ctx, name, node); err != nil {
+		s.log.Warn("replica catch-up: snapshots deleted while it was away", "volume", name, "node", node, "err", err)
+	}
 	var extra []engine.Extent
 	if eng.Track(node) {
 		// Not dropped by this engine: from now on it records what the

@@ -198,12 +198,6 @@ func TestReplicatedVolume(t *testing.T) {
 		}
 	}
 
-	// Revert and snapshot delete would change one replica's layers only.
-	_, err = n1.vols().RevertVolume(ctx, &pb.RevertVolumeRequest{Name: "r", Snapshot: "s1"})
-	wantCode(t, "revert of a replicated volume", err, codes.FailedPrecondition)
-	_, err = n1.snaps().DeleteSnapshot(ctx, &pb.DeleteSnapshotRequest{Volume: "r", Name: "s1"})
-	wantCode(t, "snapshot delete of a replicated volume", err, codes.FailedPrecondition)
-
 	// check notices a replica that differs behind the engine's back.
 	c2, _ := n2.agent.Pool().Open("r")
 	if _, err := c2.WriteAt(fill(0xee, 4096), 40<<20); err != nil {
@@ -212,6 +206,108 @@ func TestReplicatedVolume(t *testing.T) {
 	chk = must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "r", RegionBytes: 64 << 10}))
 	if len(chk.Differing) != 1 || chk.Differing[0].Offset != 40<<20 || chk.Differing[0].Length != 64<<10 {
 		t.Fatalf("check after corrupting node2: %v", chk.Differing)
+	}
+}
+
+// snapshotsOn returns the snapshots of the volume's chain on node n.
+func snapshotsOn(t *testing.T, n *testNode, name string) string {
+	t.Helper()
+	c, err := n.agent.Pool().Open(name)
+	if err != nil {
+		t.Fatalf("%s: open chain %s: %v", n.name, name, err)
+	}
+	var out []string
+	for _, si := range c.Snapshots() {
+		out = append(out, si.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+// TestRevertAndSnapshotDeleteAcrossReplicas: revert and snapshot delete
+// reach every replica of a replicated volume; a replica out at the time
+// gets both when it returns (its stale snapshot goes, and what changed
+// since the snapshot is copied), and check finds the replicas identical.
+func TestRevertAndSnapshotDeleteAcrossReplicas(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n3 := nodes[0], nodes[2]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "rv", SizeBytes: 32 * mib, Replicas: 3}))
+	if err := n1.agent.Attach("rv"); err != nil {
+		t.Fatal(err)
+	}
+	eng := n1.agent.Engine("rv")
+	write := func(b byte, off int64) {
+		t.Helper()
+		if _, err := eng.WriteAt(fill(b, 1<<20), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := func(name string) {
+		t.Helper()
+		must[*pb.Snapshot](t, "snapshot "+name)(n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "rv", Name: name}))
+	}
+	write(1, 0)
+	snap("s1")
+	write(2, 0)
+	write(3, 8*mib)
+	snap("s2")
+	write(4, 0)
+
+	// A revert past a later snapshot is refused before any replica moves.
+	_, err := n1.vols().RevertVolume(ctx, &pb.RevertVolumeRequest{Name: "rv", Snapshot: "s1"})
+	wantCode(t, "revert past s2", err, codes.FailedPrecondition)
+	for _, n := range nodes {
+		if got := chainBytes(t, n, "rv", 0, 4096); !bytes.Equal(got, fill(4, 4096)) {
+			t.Fatalf("%s changed by a refused revert", n.name)
+		}
+	}
+	del := must[*pb.DeleteSnapshotResponse](t, "delete s2")
+	del(n1.snaps().DeleteSnapshot(ctx, &pb.DeleteSnapshotRequest{Volume: "rv", Name: "s2"}))
+	for _, n := range nodes {
+		if got := snapshotsOn(t, n, "rv"); got != "s1" {
+			t.Fatalf("%s: snapshots after deleting s2: %q, want s1", n.name, got)
+		}
+	}
+
+	// node3 goes away and misses a write; the others revert to s1.
+	n3.stop()
+	write(5, 16*mib)
+	waitVolume(t, n1, "rv", "node3 out", func(v *pb.Volume) bool { return strings.Contains(modes(v), "node3:out") })
+	_, err = n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "rv", Name: "s3"})
+	wantCode(t, "snapshot with a replica out", err, codes.Unavailable)
+	must[*pb.Volume](t, "revert")(n1.vols().RevertVolume(ctx, &pb.RevertVolumeRequest{Name: "rv", Snapshot: "s1"}))
+	for _, n := range nodes[:2] {
+		for _, c := range []struct {
+			off  int64
+			want byte
+		}{{0, 1}, {8 * mib, 0}, {16 * mib, 0}} {
+			if got := chainBytes(t, n, "rv", c.off, 1<<20); !bytes.Equal(got, fill(c.want, 1<<20)) {
+				t.Fatalf("%s after the revert: %d MiB does not read %d", n.name, c.off>>20, c.want)
+			}
+		}
+	}
+	p := make([]byte, 4096)
+	if _, err := eng.ReadAt(p, 0); err != nil || !bytes.Equal(p, fill(1, 4096)) {
+		t.Fatalf("engine read after the revert: %v", err)
+	}
+	// s1 goes too, while node3 still holds it.
+	del(n1.snaps().DeleteSnapshot(ctx, &pb.DeleteSnapshotRequest{Volume: "rv", Name: "s1"}))
+	if got := snapshotsOn(t, nodes[1], "rv"); got != "" {
+		t.Fatalf("node2: snapshots after deleting s1: %q", got)
+	}
+
+	// node3 returns: s1 is pruned and the reverted content copied.
+	n3.start()
+	waitVolume(t, n1, "rv", "three replicas in sync", func(v *pb.Volume) bool { return !v.Degraded && len(v.Replicas) == 3 })
+	if got := snapshotsOn(t, n3, "rv"); got != "" {
+		t.Fatalf("node3 kept snapshots %q deleted while it was away", got)
+	}
+	chk := must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "rv"}))
+	if len(chk.Nodes) != 3 || len(chk.Differing) != 0 {
+		t.Fatalf("check after node3's return: %v", chk)
+	}
+	if got := chainBytes(t, n3, "rv", 8*mib, 1<<20); !bytes.Equal(got, fill(0, 1<<20)) {
+		t.Fatal("node3 still holds a write the revert dropped")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/strata-storage/strata/api/strata/v1"
+	"github.com/strata-storage/strata/internal/chain"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
 )
@@ -57,7 +58,9 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *pb.CreateSnapshotReque
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	if _, err := s.readyVolumeFor(ctx, vol, actSnapshot); err != nil {
+	if vrec, err := s.readyVolumeFor(ctx, vol, actSnapshot); err != nil {
+		return nil, err
+	} else if err := refuseOutOfSync(vrec, "snapshot"); err != nil {
 		return nil, err
 	}
 	name := req.Name
@@ -167,9 +170,8 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
-	if rec, err := s.volumeFor(ctx, vol, actDeleteSnapshot); err != nil {
-		return nil, err
-	} else if err := refuseSpread(rec, "delete a snapshot of"); err != nil {
+	vrec, err := s.volumeFor(ctx, vol, actDeleteSnapshot)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.refuseTemplateVersion(ctx, vol, req.Name, actDelete); err != nil {
@@ -188,14 +190,24 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *pb.DeleteSnapshotReque
 			return nil, err
 		}
 	}
-	res, err := s.agent.DeleteSnapshot(vol, req.Name)
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+	var kept int
+	if vrec.Replicated() {
+		kept, err = s.deleteSnapshotEverywhere(ctx, vrec, req.Name)
+	} else {
+		var res chain.DeleteSnapshotResult
+		res, err = s.agent.DeleteSnapshot(vol, req.Name)
+		kept = res.KeptForClones
+		if errors.Is(err, errdefs.ErrNotFound) {
+			err = nil
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := s.meta.DeleteSnapshot(ctx, rec); err != nil {
 		return nil, err
 	}
-	return &pb.DeleteSnapshotResponse{KeptForClones: int32(res.KeptForClones)}, nil
+	return &pb.DeleteSnapshotResponse{KeptForClones: int32(kept)}, nil
 }
 
 // reachableSnapshots keeps the snapshots of the volumes the caller may see.

@@ -482,9 +482,6 @@ func (s *Server) RevertVolume(ctx context.Context, req *pb.RevertVolumeRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := refuseSpread(rec, "revert"); err != nil {
-		return nil, err
-	}
 	if err := s.refuseTemplateVersion(ctx, name, "", actRevert); err != nil {
 		return nil, err
 	}
@@ -497,6 +494,11 @@ func (s *Server) RevertVolume(ctx context.Context, req *pb.RevertVolumeRequest) 
 	}
 	if err := s.agent.Busy(name, "revert"); err != nil {
 		return nil, err
+	}
+	if rec.Replicated() {
+		if err := s.checkRevertable(ctx, rec, req.Snapshot); err != nil {
+			return nil, err
+		}
 	}
 	old := rec.Size
 	if snap.Size != old {

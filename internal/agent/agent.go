@@ -465,6 +465,9 @@ func (a *Agent) Delete(name string) error {
 	if err := a.pool.Delete(name); err != nil {
 		return fmt.Errorf("delete volume %q: %w", name, err)
 	}
+	if err := a.epochs.DropDirty(name); err != nil {
+		a.log.Warn("removing the dirty-region log of a deleted volume", "volume", name, "err", err)
+	}
 	return nil
 }
 

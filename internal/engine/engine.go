@@ -107,6 +107,14 @@ type Volume struct {
 	// lastIO is when the last read, write, trim or write-zeroes came, in
 	// Unix nanoseconds (the clone controller's idle clock).
 	lastIO atomic.Int64
+	// changed says the replicas changed since the last Checkpoint.
+	changed atomic.Bool
+}
+
+// Checkpointer is a replica that keeps a dirty-region log (see
+// Volume.Checkpoint).
+type Checkpointer interface {
+	Checkpoint() error
 }
 
 // lastIOGrain is the resolution of LastIO: the clock is written at most
@@ -309,11 +317,44 @@ func (v *Volume) Revert(name string) error {
 	if len(v.set.Load().catching) > 0 {
 		return ErrCatchingUp
 	}
+	v.changed.Store(true)
 	err := v.each(0, 0, func(r Replica) error { return r.Revert(name) })
 	v.setMu.Lock()
 	defer v.setMu.Unlock()
 	if s := v.set.Load(); len(s.missed) > 0 {
 		v.set.Store(&set{members: s.members, catching: s.catching, missed: map[string]*dirtySet{}})
+	}
+	return err
+}
+
+// Checkpoint waits for the I/O in flight, flushes every replica, and then
+// tells those that keep a dirty-region log (Checkpointer) that everything
+// written before is durable on every in-sync replica, so that their logs
+// can drop the regions not written since the previous checkpoint
+// (architecture invariant 6). It does nothing when nothing changed since
+// the last one. A replica that fails leaves the in-sync set like one that
+// fails a write.
+func (v *Volume) Checkpoint() error {
+	if !v.changed.Load() {
+		return nil
+	}
+	v.io.Lock()
+	defer v.io.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	v.changed.Store(false)
+	err := v.each(0, 0, Replica.Flush)
+	if err == nil {
+		err = v.each(0, 0, func(r Replica) error {
+			if c, ok := r.(Checkpointer); ok {
+				return c.Checkpoint()
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		v.changed.Store(true)
 	}
 	return err
 }
@@ -431,6 +472,9 @@ func closeReplica(r Replica) {
 // leave the in-sync set, have it recorded for their catch-up. An in-sync
 // replica's failure fails the call unless Drop takes it out of the set.
 func (v *Volume) each(off, length int64, fn func(Replica) error) error {
+	if length > 0 && !v.changed.Load() {
+		v.changed.Store(true)
+	}
 	s := v.set.Load()
 	for _, d := range s.missed {
 		if !v.isCatching(s, d) {

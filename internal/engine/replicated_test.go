@@ -360,3 +360,55 @@ func TestRevertForgetsWhatReplicasMissed(t *testing.T) {
 		t.Fatalf("in sync %v, want one replica left", got)
 	}
 }
+
+// ckptReplica counts checkpoints and the flushes before them.
+type ckptReplica struct {
+	*memReplica
+	ckpts         int
+	flushedBefore bool
+}
+
+func (c *ckptReplica) Checkpoint() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ckpts++
+	c.flushedBefore = c.flushes > 0
+	return nil
+}
+
+func TestCheckpointFollowsChanges(t *testing.T) {
+	a, b := &ckptReplica{memReplica: newMem(1 << 20)}, &ckptReplica{memReplica: newMem(1 << 20)}
+	var log setLog
+	v, err := NewReplicated("vol", []Member{{"n1", a}, {"n2", b}}, log.config("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Checkpoint(); err != nil || a.ckpts != 0 {
+		t.Fatalf("checkpoint with nothing written: %v, %d checkpoints", err, a.ckpts)
+	}
+	if _, err := v.WriteAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*ckptReplica{a, b} {
+		if r.ckpts != 1 || !r.flushedBefore {
+			t.Fatalf("after a write: %d checkpoints, flushed before: %v", r.ckpts, r.flushedBefore)
+		}
+	}
+	// Reads and flushes change nothing; a trim does.
+	v.ReadAt(make([]byte, 10), 0)
+	v.Flush()
+	v.Checkpoint()
+	if a.ckpts != 1 {
+		t.Fatalf("checkpoint after reads only: %d", a.ckpts)
+	}
+	if err := v.Trim(0, 4096); err != nil {
+		t.Fatal(err)
+	}
+	v.Checkpoint()
+	if a.ckpts != 2 || b.ckpts != 2 {
+		t.Fatalf("checkpoints after a trim: %d, %d", a.ckpts, b.ckpts)
+	}
+}

@@ -205,6 +205,33 @@ func (c *Control) DeleteSnapshot(ctx context.Context, volume, snapshot string) (
 	return int(binary.BigEndian.Uint64(resp)), nil
 }
 
+// DirtyRegions returns the byte offsets of the DirtyRegion-sized regions
+// of the volume that the server's dirty-region log lists (see
+// Epochs.DirtyRegions): where writes may have been in flight when the
+// volume's last engine stopped.
+func (c *Control) DirtyRegions(ctx context.Context, volume string) ([]int64, error) {
+	p, err := encodeStrs(nil, volume)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, opDirty, 0, 0, p, c.r.timeout)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp)%8 != 0 {
+		return nil, c.protocolError(opDirty, fmt.Errorf("reply of %d bytes", len(resp)))
+	}
+	out := make([]int64, len(resp)/8)
+	for i := range out {
+		o := binary.BigEndian.Uint64(resp[8*i:])
+		if o%DirtyRegion != 0 || o > 1<<62 || (i > 0 && int64(o) <= out[i-1]) {
+			return nil, c.protocolError(opDirty, fmt.Errorf("region offset %d", o))
+		}
+		out[i] = int64(o)
+	}
+	return out, nil
+}
+
 func (c *Control) protocolError(o op, err error) error {
 	return fmt.Errorf("replica: %v on %s: bad reply: %v: %w", o, c.r.addr, err, errdefs.ErrUnavailable)
 }

@@ -59,18 +59,26 @@
 //	17 delete-snapshot
 //	              str volume, str snapshot -> u64 clones that keep
 //	              its layers
+//	18 checkpoint -> nothing; everything written before is durable on
+//	              every in-sync replica: the dirty-region log drops the
+//	              regions not written since the previous checkpoint
+//	19 dirty      str volume -> u64 offset per region (1 MiB) the
+//	              dirty-region log lists, in increasing order
 //
 // The first request of a connection must be hello. It binds the connection
 // to one volume and epoch for its lifetime (there is no per-request
 // handshake): the server opens the volume's chain and its fence (see
 // Epochs.Open), refusing an older epoch with status 7 and then closing the
 // connection. An empty volume name makes a control connection, which takes
-// only the volume-level ops 10 to 14, 16 and 17 (size 0 in the hello
-// reply); those work on data connections too. Ops 2 to 9 and 15 go
+// only the volume-level ops 10 to 14, 16, 17 and 19 (size 0 in the hello
+// reply); those work on data connections too. Ops 2 to 9, 15 and 18 go
 // through the connection's fence: once a later hello (or Local) raises
 // the volume's epoch on the node, they fail with status 7 and change
-// nothing. Ops 16 and 17 leave the head alone (a snapshot delete merges
-// layers, keeping what every read returns), so they need no fence.
+// nothing. Writes, trims, write-zeroes and reverts through the fence
+// first record the regions they touch in the volume's dirty-region log on
+// the node (see Epochs.DirtyRegions). Ops 16 and 17 leave the head alone
+// (a snapshot delete merges layers, keeping what every read returns), so
+// they need no fence.
 //
 // After hello, the client may send any number of requests without waiting.
 // The server reads up to 64 requests (and 64 MiB of payload) ahead of its

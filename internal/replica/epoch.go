@@ -50,6 +50,9 @@ type volEpoch struct {
 	mu     sync.RWMutex
 	loaded bool   // cur was read from the file; guarded by mu
 	cur    uint64 // guarded by mu
+	// dirty is the volume's dirty-region log (see dirtyLog), which the
+	// fenced writes of every handle mark.
+	dirty *dirtyLog
 }
 
 // OpenEpochs returns the epoch store kept in dir, creating dir if needed.
@@ -78,10 +81,41 @@ func (e *Epochs) vol(volume string) *volEpoch {
 	defer e.mu.Unlock()
 	v := e.vols[volume]
 	if v == nil {
-		v = &volEpoch{}
+		v = &volEpoch{dirty: newDirtyLog(filepath.Join(e.dir, volume+".dirty"))}
 		e.vols[volume] = v
 	}
 	return v
+}
+
+// DirtyRegions returns the byte offsets of the DirtyRegion-sized regions
+// of volume that may have had writes in flight when its last engine
+// stopped: those written through a fenced handle since the checkpoint
+// before the last one. It is ErrDirtyUnknown when the log is unreadable.
+func (e *Epochs) DirtyRegions(volume string) ([]int64, error) {
+	if err := errdefs.ValidateName("volume", volume); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	return e.vol(volume).dirty.regions()
+}
+
+// DropDirty forgets volume's dirty-region log, file included (the volume
+// was deleted). Its epoch stays.
+func (e *Epochs) DropDirty(volume string) error {
+	if err := errdefs.ValidateName("volume", volume); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	v := e.vol(volume)
+	l := v.dirty
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.writing {
+		l.cond.Wait()
+	}
+	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replica: volume %q: remove the dirty-region log: %w", volume, err)
+	}
+	l.onDisk, l.cur, l.unknown, l.loaded = map[int64]struct{}{}, map[int64]struct{}{}, false, true
+	return nil
 }
 
 func (e *Epochs) path(volume string) string {
@@ -212,6 +246,15 @@ func (f *Fence) enter() error {
 		return staleEpoch(f.volume, f.epoch, cur)
 	}
 	return nil
+}
+
+// mark records in the volume's dirty-region log that [off, off+n) is
+// about to change; called between enter and leave.
+func (f *Fence) mark(off, n int64) error {
+	if f == nil {
+		return nil
+	}
+	return f.v.dirty.mark(off, n)
 }
 
 func (f *Fence) leave() {

@@ -50,6 +50,9 @@ func (l *Local) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer l.f.leave()
+	if err := l.f.mark(off, min(int64(len(p)), l.c.Size()-off)); err != nil {
+		return 0, err
+	}
 	return l.c.WriteAt(p, off)
 }
 
@@ -68,6 +71,9 @@ func (l *Local) Trim(off, length int64) error {
 		return err
 	}
 	defer l.f.leave()
+	if err := l.f.mark(off, min(length, l.c.Size()-off)); err != nil {
+		return err
+	}
 	return l.c.Trim(off, length)
 }
 
@@ -77,6 +83,9 @@ func (l *Local) WriteZeroes(off, length int64) error {
 		return err
 	}
 	defer l.f.leave()
+	if err := l.f.mark(off, min(length, l.c.Size()-off)); err != nil {
+		return err
+	}
 	return l.c.WriteZeroes(off, length)
 }
 
@@ -109,5 +118,31 @@ func (l *Local) Revert(name string) error {
 		return err
 	}
 	defer l.f.leave()
+	if l.f != nil {
+		// What the revert changes is what changed since the snapshot.
+		es, err := l.c.ChangedExtents(name, "")
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			if err := l.f.mark(e.Offset, e.Length); err != nil {
+				return err
+			}
+		}
+	}
 	return l.c.Revert(name)
+}
+
+// Checkpoint tells the replica that everything written through the
+// engine before it is durable on every in-sync replica: its dirty-region
+// log keeps only the regions written since the previous checkpoint.
+func (l *Local) Checkpoint() error {
+	if err := l.f.enter(); err != nil {
+		return err
+	}
+	defer l.f.leave()
+	if l.f == nil {
+		return nil
+	}
+	return l.f.v.dirty.checkpoint()
 }

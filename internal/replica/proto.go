@@ -56,6 +56,8 @@ const (
 	opRevert
 	opSnapshots
 	opDeleteSnapshot
+	opCheckpoint
+	opDirty
 	opEnd // first unknown op
 )
 
@@ -65,6 +67,7 @@ var opNames = [...]string{
 	opSnapshot: "snapshot", opCreate: "create", opDelete: "delete",
 	opList: "list", opChecksums: "checksums", opExtents: "extents",
 	opRevert: "revert", opSnapshots: "snapshots", opDeleteSnapshot: "delete-snapshot",
+	opCheckpoint: "checkpoint", opDirty: "dirty",
 }
 
 func (o op) String() string {
@@ -76,7 +79,9 @@ func (o op) String() string {
 
 // dataOp reports whether o works on the connection's volume through its
 // fence, and so needs a hello with a volume.
-func (o op) dataOp() bool { return o >= opRead && o <= opSnapshot || o == opRevert }
+func (o op) dataOp() bool {
+	return o >= opRead && o <= opSnapshot || o == opRevert || o == opCheckpoint
+}
 
 // reqHeader is a request header; see the package comment.
 type reqHeader struct {

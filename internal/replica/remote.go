@@ -578,3 +578,10 @@ func (r *Remote) Revert(name string) error {
 	r.Size()
 	return nil
 }
+
+// Checkpoint tells the replica that everything this engine wrote before
+// is durable on every in-sync replica (see Local.Checkpoint).
+func (r *Remote) Checkpoint() error {
+	_, err := r.roundTrip(getCall(opCheckpoint, 0, 0))
+	return err
+}

@@ -572,7 +572,10 @@ func (c *conn) do(q *request) ([]byte, *[]byte, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("replica: delete: %w", err)
 		}
-		return nil, nil, c.s.pool.Delete(s[0])
+		if err := c.s.pool.Delete(s[0]); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, c.s.epochs.DropDirty(s[0])
 	case opList:
 		names, err := c.s.pool.List()
 		if err != nil {
@@ -619,6 +622,28 @@ func (c *conn) do(q *request) ([]byte, *[]byte, error) {
 			return nil, nil, err
 		}
 		return binary.BigEndian.AppendUint64(nil, uint64(res.KeptForClones)), nil, nil
+	case opCheckpoint:
+		return nil, nil, c.local.Checkpoint()
+	case opDirty:
+		s, err := decodeStrs(q.payload(), 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: dirty: %w", err)
+		}
+		if _, err := c.s.pool.Open(s[0]); err != nil {
+			return nil, nil, err
+		}
+		offs, err := c.s.epochs.DirtyRegions(s[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(offs) > MaxPayload/8 {
+			return nil, nil, ErrDirtyUnknown // more than a reply holds: compare everything
+		}
+		data := make([]byte, 0, 8*len(offs))
+		for _, o := range offs {
+			data = binary.BigEndian.AppendUint64(data, uint64(o))
+		}
+		return data, nil, nil
 	}
 	return nil, nil, fmt.Errorf("replica: unknown %v: %w", q.op, errdefs.ErrInvalidArgument)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -46,7 +48,14 @@ type replEngine struct {
 	eng *engine.Volume
 	// catching are the nodes whose catch-up runs now.
 	catching map[string]bool
+	// checkpointed is when the repair loop last checkpointed the engine.
+	checkpointed time.Time
 }
+
+// checkpointInterval is how often the repair loop checkpoints an engine
+// that wrote (engine.Volume.Checkpoint): the replicas' dirty-region logs
+// list the regions written in the last one or two intervals.
+const checkpointInterval = 5 * time.Second
 
 func (r *replEngines) get(name string) *replEngine {
 	r.mu.Lock()
@@ -450,6 +459,12 @@ func (s *Server) repair(ctx context.Context, name string, wg *sync.WaitGroup) {
 	if e == nil {
 		return
 	}
+	if time.Since(e.checkpointed) >= checkpointInterval {
+		e.checkpointed = time.Now()
+		if err := e.eng.Checkpoint(); err != nil && !errors.Is(err, engine.ErrClosed) {
+			s.log.Warn("checkpoint of the dirty-region logs", "volume", name, "err", err)
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	rec, acts, err := s.changeRepl(rctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
@@ -714,22 +729,33 @@ func (s *Server) replicaExtents(ctx context.Context, name, node, from string) ([
 }
 
 // resync makes the in-sync replicas identical again after an engine crash
-// (invariant 6): where the replicas wrote since the last snapshot, regions
-// whose checksums differ from the first replica's are copied from it.
+// (invariant 6): in the regions their dirty-region logs list (where writes
+// may have been in flight), regions whose checksums differ from the first
+// replica's are copied from it. When a log cannot be read, the candidates
+// are the regions either replica changed since the last snapshot.
 func (s *Server) resync(ctx context.Context, name string, members []engine.Member) error {
 	if len(members) < 2 {
 		return nil
 	}
 	src := members[0]
 	size := src.Replica.Size()
-	var copied int64
+	nodes := make([]string, len(members))
+	for i, m := range members {
+		nodes[i] = m.Node
+	}
+	regions, from, err := s.resyncCandidates(ctx, name, nodes)
+	if err != nil {
+		return err
+	}
+	var compared, copied int64
 	for _, m := range members[1:] {
-		es, err := s.resyncRegions(ctx, name, size, src.Node, m.Node)
+		diff, n, err := s.differingRegions(ctx, name, size, src.Node, m.Node, regions)
 		if err != nil {
 			return err
 		}
+		compared += n
 		buf := make([]byte, resyncRegion)
-		for _, e := range es {
+		for _, e := range diff {
 			p := buf[:e.Length]
 			if _, err := src.Replica.ReadAt(p, e.Offset); err != nil {
 				return err
@@ -743,52 +769,107 @@ func (s *Server) resync(ctx context.Context, name string, members []engine.Membe
 			return err
 		}
 	}
+	s.resyncCompared.Add(compared)
+	lvl := slog.LevelInfo
 	if copied > 0 {
-		s.log.Warn("replicas differed after an engine crash; resynced", "volume", name, "copied_bytes", copied)
+		lvl = slog.LevelWarn
 	}
+	s.log.Log(ctx, lvl, "resynced the replicas after an engine crash", "volume", name, "candidates", from,
+		"regions", len(regions), "compared_bytes", compared, "copied_bytes", copied)
 	return nil
 }
 
-// resyncRegion is the unit resync and volume check compare.
-const resyncRegion = 1 << 20
+// resyncRegion is the unit resync and volume check compare: the
+// dirty-region log's region.
+const resyncRegion = replica.DirtyRegion
 
-// resyncRegions returns the regions, among those either replica changed
-// since the last snapshot, whose content differs between node a and b.
-func (s *Server) resyncRegions(ctx context.Context, name string, size int64, a, b string) ([]engine.Extent, error) {
-	cand, err := s.headExtents(ctx, name, a, b)
+// resyncCandidates returns the offsets of the regions where the replicas
+// of volume name on nodes may differ after an engine crash, in order, and
+// where they come from: the union of the replicas' dirty-region logs, or,
+// when one cannot be read, the regions changed since the last snapshot.
+func (s *Server) resyncCandidates(ctx context.Context, name string, nodes []string) ([]int64, string, error) {
+	set := map[int64]bool{}
+	var logErr error
+	for _, n := range nodes {
+		offs, err := s.dirtyRegions(ctx, name, n)
+		if err != nil {
+			logErr = fmt.Errorf("node %s: %w", n, err)
+			break
+		}
+		for _, o := range offs {
+			set[o] = true
+		}
+	}
+	from := "dirty-region logs"
+	if logErr != nil {
+		s.log.Warn("a dirty-region log cannot be read; resync compares what changed since the last snapshot", "volume", name, "err", logErr)
+		from = "extents since the last snapshot"
+		clear(set)
+		es, err := s.headExtents(ctx, name, nodes...)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, e := range es {
+			for off := e.Offset / resyncRegion * resyncRegion; off < e.Offset+e.Length; off += resyncRegion {
+				set[off] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(set)), from, nil
+}
+
+// dirtyRegions returns the regions node's dirty-region log of volume name
+// lists.
+func (s *Server) dirtyRegions(ctx context.Context, name, node string) ([]int64, error) {
+	if node == s.node {
+		return s.agent.Epochs().DirtyRegions(name)
+	}
+	c, err := s.control(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	regions := map[int64]bool{}
-	for _, e := range cand {
-		for off := e.Offset / resyncRegion * resyncRegion; off < e.Offset+e.Length; off += resyncRegion {
-			regions[off] = true
-		}
-	}
-	offs := make([]int64, 0, len(regions))
-	for o := range regions {
-		offs = append(offs, o)
-	}
-	slices.Sort(offs)
+	defer c.Close()
+	return c.DirtyRegions(ctx, name)
+}
+
+// maxChecksumRun bounds the regions one checksums request covers.
+const maxChecksumRun = 256
+
+// differingRegions compares the regions at offsets regions (sorted) between
+// node a's and node b's replica of volume name, one checksums request per
+// run of adjacent regions, and returns those that differ and the bytes
+// compared.
+func (s *Server) differingRegions(ctx context.Context, name string, size int64, a, b string, regions []int64) ([]engine.Extent, int64, error) {
 	var out []engine.Extent
-	for _, off := range offs {
-		n := min(resyncRegion, size-off)
+	var compared int64
+	for i := 0; i < len(regions); {
+		start := regions[i]
+		j := i + 1
+		for j < len(regions) && j-i < maxChecksumRun && regions[j] == regions[j-1]+resyncRegion {
+			j++
+		}
+		i = j
+		n := min(regions[j-1]+resyncRegion, size) - start
 		if n <= 0 {
 			continue
 		}
-		sa, err := s.checksums(ctx, name, a, off, n, resyncRegion)
+		sa, err := s.checksums(ctx, name, a, start, n, resyncRegion)
 		if err != nil {
-			return nil, err
+			return nil, compared, err
 		}
-		sb, err := s.checksums(ctx, name, b, off, n, resyncRegion)
+		sb, err := s.checksums(ctx, name, b, start, n, resyncRegion)
 		if err != nil {
-			return nil, err
+			return nil, compared, err
 		}
-		if !slices.Equal(sa, sb) {
-			out = append(out, engine.Extent{Offset: off, Length: n})
+		compared += n
+		for k := range sa {
+			if k >= len(sb) || sa[k] != sb[k] {
+				off := start + int64(k)*resyncRegion
+				out = append(out, engine.Extent{Offset: off, Length: min(resyncRegion, size-off)})
+			}
 		}
 	}
-	return out, nil
+	return out, compared, nil
 }
 
 // checksums returns the region checksums of node's replica of volume name

@@ -14,6 +14,7 @@ import (
 	pb "github.com/strata-storage/strata/api/strata/v1"
 	"github.com/strata-storage/strata/internal/errdefs"
 	"github.com/strata-storage/strata/internal/meta"
+	"github.com/strata-storage/strata/internal/replica"
 	"github.com/strata-storage/strata/internal/replset"
 )
 
@@ -416,7 +417,19 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 	if err := n2.agent.Attach("c"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n2.agent.Engine("c").WriteAt(fill(3, 2<<20), 0); err != nil {
+	eng := n2.agent.Engine("c")
+	if _, err := eng.WriteAt(fill(3, 8<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Two checkpoints: the regions written before the first are durable
+	// everywhere and leave the dirty-region logs; region 10's write stays.
+	if err := eng.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.WriteAt(fill(4, 4096), 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}
 	n2.stop()
@@ -433,20 +446,33 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 	if _, err := n1.meta.UpdateVolume(bg, rec); err != nil {
 		t.Fatal(err)
 	}
+	// The in-flight write goes through node3's fence at the engine's
+	// epoch, as the replica server applies it, and so is logged.
 	c3, err := n3.agent.Pool().Open("c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c3.WriteAt(fill(9, 4096), 1<<20); err != nil {
+	l3, err := replica.OpenLocal(c3, n3.agent.Epochs(), rec.Replication.Epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l3.WriteAt(fill(9, 4096), 1<<20); err != nil {
 		t.Fatal(err)
 	}
 
 	n2.start()
+	before := n2.srv.resyncCompared.Load()
 	if err := n2.agent.Attach("c"); err != nil {
 		t.Fatal(err)
 	}
 	if got := chainBytes(t, n3, "c", 1<<20, 4096); !bytes.Equal(got, fill(3, 4096)) {
 		t.Fatal("the attach after a crash did not resync the replicas")
+	}
+	// Only the logged regions were compared: region 1 (in flight) and
+	// region 10 (written since the previous checkpoint), not the 9 MiB
+	// written since the volume was made.
+	if got := n2.srv.resyncCompared.Load() - before; got != 2<<20 {
+		t.Fatalf("the resync compared %d bytes, want %d (regions 1 and 10)", got, 2<<20)
 	}
 	chk := must[*pb.CheckVolumeResponse](t, "check")(n2.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "c"}))
 	if len(chk.Differing) != 0 {

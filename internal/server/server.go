@@ -106,6 +106,8 @@ type Server struct {
 	stopRepair     chan struct{}
 	repairDone     chan struct{}
 	catchUpBytes   atomic.Int64
+	// resyncCompared counts the bytes resyncs after engine crashes compared.
+	resyncCompared atomic.Int64
 
 	grpc   *grpc.Server
 	gw     *runtime.ServeMux

@@ -444,7 +444,7 @@ func TestProcessExitAndStderr(t *testing.T) {
 		{"connection refused", []string{"--api", dead, "--token", "t", "status"},
 			"error: cannot reach the Strata API at " + dead + ": is `strata up` running? (connection refused)\n", 1, ""},
 		{"usage error", []string{"volume", "clone", "a@s"},
-			"error: strata volume clone expects VOL@SNAP NEWNAME, got 1 argument (usage: strata volume clone VOL@SNAP NEWNAME [flags]; see --help)\n", 1, ""},
+			"error: strata volume clone expects VOL@SNAP NEWNAME, got 1 argument (usage: strata volume clone VOL@SNAP NEWNAME [--repl N] [--nodes N1,N2] [flags]; see --help)\n", 1, ""},
 		{"success", []string{"--api", srv.Addr, "--token", clienttest.Token, "volume", "create", "a", "--size", "1M"},
 			"", 0, "a\n"},
 	} {

@@ -56,7 +56,8 @@ as they are). Prints the name.
 --repl 2 or 3 keeps that many replicas on distinct nodes, spread across zones
 then racks (node labels), on the nodes with the most free space; --nodes and
 --zones restrict where they may go. A request that cannot be met is refused
-with the reason. A clone has one replica, next to its source's.`,
+with the reason. A clone (--from) has one replica, on this node; with --repl
+its replicas go on nodes holding the source's (see strata volume clone).`,
 		Example: `  strata volume create demo --size 10GiB
   strata volume create db --size 50GiB --repl 3
   strata volume create db2 --size 50GiB --repl 2 --zones a,b
@@ -272,15 +273,21 @@ is refused. Filesystems mounted with strata volume mount grow with it, online
 
 func newVolumeCloneCmd(cf *clientFlags) *cobra.Command {
 	var limits qosFlags
+	var repl int
+	var nodes []string
 	cmd := &cobra.Command{
-		Use:   "clone VOL@SNAP NEWNAME",
+		Use:   "clone VOL@SNAP NEWNAME [--repl N] [--nodes N1,N2]",
 		Short: "Make a writable thin clone of a snapshot",
 		Long: `Make a new volume from a snapshot, instantly whatever the size: the clone
 shares the snapshot's data until either side writes. Prints the new name.
 The clone gets the cluster's clone-default limits (strata cluster get) unless
---max-iops or --max-bandwidth (MiB/s) set its own; 0 or off is no limit.`,
+--max-iops or --max-bandwidth (MiB/s) set its own; 0 or off is no limit.
+A clone has one replica, on this node, unless --repl asks for more: they go on
+nodes holding an in-sync replica of the source (it shares their layers there,
+so the clone is instant on each), among --nodes when given.`,
 		Example: `  strata snapshot create demo --name before
   strata volume clone demo@before demo-test
+  strata volume clone db@nightly db-staging --repl 2
   strata volume clone demo@before demo-fast --max-iops off`,
 		Args: exactArgs("VOL@SNAP", "NEWNAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -295,7 +302,7 @@ The clone gets the cluster's clone-default limits (strata cluster get) unless
 				return err
 			}
 			return cf.call(cmd, func(ctx context.Context, c *client.Client) error {
-				v, err := c.Volumes.CloneVolume(ctx, &stratav1.CloneVolumeRequest{Source: args[0], Name: args[1], Qos: lim})
+				v, err := c.Volumes.CloneVolume(ctx, &stratav1.CloneVolumeRequest{Source: args[0], Name: args[1], Qos: lim, Replicas: int32(repl), Nodes: nodes})
 				if err != nil {
 					return err
 				}
@@ -305,6 +312,8 @@ The clone gets the cluster's clone-default limits (strata cluster get) unless
 		},
 	}
 	limits.add(cmd, " (default: the cluster's clone default)")
+	cmd.Flags().IntVar(&repl, "repl", 1, "number of replicas, on nodes holding the source's: 1 to 3")
+	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "put the replicas only on these nodes")
 	return cmd
 }
 

@@ -232,6 +232,20 @@ func (c *Control) DirtyRegions(ctx context.Context, volume string) ([]int64, err
 	return out, nil
 }
 
+// Clone makes volume dst on the server a thin clone of its snapshot
+// src@snap (chain.Pool.Clone): size 0 keeps the snapshot's size.
+func (c *Control) Clone(ctx context.Context, src, snap, dst string, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("replica: clone %s@%s to %q: size %d: %w", src, snap, dst, size, errdefs.ErrInvalidArgument)
+	}
+	p, err := encodeStrs(nil, src, snap, dst)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, opClone, 0, uint64(size), p, c.r.timeout)
+	return err
+}
+
 func (c *Control) protocolError(o op, err error) error {
 	return fmt.Errorf("replica: %v on %s: bad reply: %v: %w", o, c.r.addr, err, errdefs.ErrUnavailable)
 }

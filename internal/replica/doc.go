@@ -64,13 +64,15 @@
 //	              regions not written since the previous checkpoint
 //	19 dirty      str volume -> u64 offset per region (1 MiB) the
 //	              dirty-region log lists, in increasing order
+//	20 clone      length size (0: the snapshot's), str volume, str
+//	              snapshot, str new volume -> nothing
 //
 // The first request of a connection must be hello. It binds the connection
 // to one volume and epoch for its lifetime (there is no per-request
 // handshake): the server opens the volume's chain and its fence (see
 // Epochs.Open), refusing an older epoch with status 7 and then closing the
 // connection. An empty volume name makes a control connection, which takes
-// only the volume-level ops 10 to 14, 16, 17 and 19 (size 0 in the hello
+// only the volume-level ops 10 to 14, 16, 17, 19 and 20 (size 0 in the hello
 // reply); those work on data connections too. Ops 2 to 9, 15 and 18 go
 // through the connection's fence: once a later hello (or Local) raises
 // the volume's epoch on the node, they fail with status 7 and change

@@ -58,6 +58,7 @@ const (
 	opDeleteSnapshot
 	opCheckpoint
 	opDirty
+	opClone
 	opEnd // first unknown op
 )
 
@@ -67,7 +68,7 @@ var opNames = [...]string{
 	opSnapshot: "snapshot", opCreate: "create", opDelete: "delete",
 	opList: "list", opChecksums: "checksums", opExtents: "extents",
 	opRevert: "revert", opSnapshots: "snapshots", opDeleteSnapshot: "delete-snapshot",
-	opCheckpoint: "checkpoint", opDirty: "dirty",
+	opCheckpoint: "checkpoint", opDirty: "dirty", opClone: "clone",
 }
 
 func (o op) String() string {

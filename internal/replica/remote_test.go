@@ -698,6 +698,21 @@ func TestSnapshotOps(t *testing.T) {
 		t.Fatalf("Snapshots after delete = %v, %v", names, err)
 	}
 	equalBytes(t, "after snapshot delete", mustRead(t, r, 0, 8192), a)
+	// Clone makes a thin clone of a snapshot in the server's pool.
+	if err := ctl.Clone(ctx, "vol", "s2", "cl", 0); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := n.pool.Open("cl")
+	if err != nil || cl.Info().Parent != "vol@s2" || cl.Size() != 4*mib {
+		t.Fatalf("clone: %v %+v", err, cl.Info())
+	}
+	equalBytes(t, "clone", mustRead(t, cl, 0, 8192), a)
+	if err := ctl.Clone(ctx, "vol", "nope", "cl2", 0); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("clone of a missing snapshot: %v, want not found", err)
+	}
+	if err := ctl.Clone(ctx, "vol", "s2", "cl3", mib); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("clone smaller than its snapshot: %v, want invalid argument", err)
+	}
 	// Revert is a data op: a control connection cannot send it.
 	call := getCall(opRevert, 0, 0)
 	call.payload, _ = encodeStrs(nil, "s2")

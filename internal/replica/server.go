@@ -622,6 +622,17 @@ func (c *conn) do(q *request) ([]byte, *[]byte, error) {
 			return nil, nil, err
 		}
 		return binary.BigEndian.AppendUint64(nil, uint64(res.KeptForClones)), nil, nil
+	case opClone:
+		s, err := decodeStrs(q.payload(), 3)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replica: clone: %w", err)
+		}
+		n, err := toInt64("size", q.length)
+		if err != nil {
+			return nil, nil, err
+		}
+		_, err = c.s.pool.Clone(s[0], s[1], s[2], n)
+		return nil, nil, err
 	case opCheckpoint:
 		return nil, nil, c.local.Checkpoint()
 	case opDirty:

@@ -348,3 +348,69 @@ func (s *Server) checkRevertable(ctx context.Context, rec meta.Volume, snap stri
 	}
 	return nil
 }
+
+// cloneNodes chooses the nodes of a replicated clone of src@snap: nodes
+// holding an in-sync replica of src with the snapshot (a clone shares its
+// source's layers, so it can live nowhere else), this node first, among
+// spec.nodes when given.
+func (s *Server) cloneNodes(ctx context.Context, src meta.Volume, snap string, spec placeSpec) ([]string, error) {
+	cand := []string{s.node}
+	if src.Replicated() {
+		cand = src.Replication.InSync()
+		slices.SortStableFunc(cand, func(a, b string) int {
+			switch {
+			case a == s.node:
+				return -1
+			case b == s.node:
+				return 1
+			}
+			return 0
+		})
+	}
+	var ok, without []string
+	for _, n := range cand {
+		if len(spec.nodes) > 0 && !slices.Contains(spec.nodes, n) {
+			continue
+		}
+		if have, err := s.replicaSnapshots(ctx, src.Name, n); err != nil || !slices.Contains(have, snap) {
+			without = append(without, n)
+			continue
+		}
+		ok = append(ok, n)
+	}
+	if len(ok) < spec.replicas {
+		why := fmt.Sprintf("in-sync replicas of %s are on %s", src.Name, strings.Join(cand, ", "))
+		if len(without) > 0 {
+			why += fmt.Sprintf("; %s lack snapshot %s or cannot be reached", strings.Join(without, ", "), snap)
+		}
+		return nil, fmt.Errorf("cannot place %d replicas of a clone of %s@%s: a clone shares its source's layers, so its replicas go only where the source's are (%s): %w",
+			spec.replicas, src.Name, snap, why, errdefs.ErrFailedPrecondition)
+	}
+	return ok[:spec.replicas], nil
+}
+
+// cloneReplicas makes dst a thin clone of src@snap on every node of nodes
+// (this node's through the agent). On failure it removes what it made.
+func (s *Server) cloneReplicas(ctx context.Context, src, snap, dst string, size int64, nodes []string) error {
+	var made []string
+	for _, n := range nodes {
+		var err error
+		if n == s.node {
+			_, err = s.agent.Clone(src, snap, dst, size)
+		} else {
+			var c *replica.Control
+			if c, err = s.control(ctx, n); err == nil {
+				err = c.Clone(ctx, src, snap, dst, size)
+				c.Close()
+			}
+		}
+		if err != nil {
+			if derr := s.deleteReplicas(ctx, dst, made); derr != nil {
+				s.log.Warn("removing the clones made before a failure", "volume", dst, "err", derr)
+			}
+			return fmt.Errorf("clone %s@%s to %q on node %s: %w", src, snap, dst, n, err)
+		}
+		made = append(made, n)
+	}
+	return nil
+}

@@ -312,6 +312,86 @@ func TestRevertAndSnapshotDeleteAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestReplicatedClone: a clone of a replicated volume's snapshot may have
+// replicas on the nodes holding the source's, made in O(1) on each (they
+// share the source's layers there), written by one engine and identical.
+func TestReplicatedClone(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "src", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}))
+	if err := n1.agent.Attach("src"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.agent.Engine("src").WriteAt(fill(6, 2<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	must[*pb.Snapshot](t, "snapshot")(n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "src", Name: "s"}))
+
+	// Three replicas, or one on node3, cannot share the source's layers.
+	_, err := n1.vols().CloneVolume(ctx, &pb.CloneVolumeRequest{Source: "src@s", Name: "c3", Replicas: 3})
+	wantCode(t, "clone with more replicas than the source", err, codes.FailedPrecondition)
+	_, err = n1.vols().CloneVolume(ctx, &pb.CloneVolumeRequest{Source: "src@s", Name: "cx", Replicas: 1, Nodes: []string{"node3"}})
+	wantCode(t, "clone on a node without the source", err, codes.FailedPrecondition)
+	_, err = n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "cz", FromSnapshot: "src@s", Replicas: 2, Zones: []string{"a"}})
+	wantCode(t, "clone with zones", err, codes.InvalidArgument)
+	for _, n := range nodes {
+		if ok, _ := n.agent.Exists("c3"); ok {
+			t.Fatalf("%s holds a chain of a refused clone", n.name)
+		}
+	}
+
+	v := must[*pb.Volume](t, "clone")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "c", FromSnapshot: "src@s", Replicas: 2}))
+	if modes(v) != "node1:in-sync node2:in-sync" || v.Node != "node1" || v.Parent != "src@s" {
+		t.Fatalf("clone: node %s, %s, parent %s", v.Node, modes(v), v.Parent)
+	}
+	// Idempotent with the same spec.
+	must[*pb.Volume](t, "clone again")(n1.vols().CloneVolume(ctx, &pb.CloneVolumeRequest{Source: "src@s", Name: "c", Replicas: 2}))
+	for _, n := range []*testNode{n1, n2} {
+		c, err := n.agent.Pool().Open("c")
+		if err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
+		if got := c.Info(); got.Parent != "src@s" {
+			t.Fatalf("%s: the clone's chain has parent %q: not a thin clone", n.name, got.Parent)
+		}
+	}
+	if ok, _ := n3.agent.Exists("c"); ok {
+		t.Fatal("node3 holds a replica of the clone")
+	}
+	if err := n1.agent.Attach("c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.agent.Engine("c").WriteAt(fill(7, 4096), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{n1, n2} {
+		if got := chainBytes(t, n, "c", 0, 8192); !bytes.Equal(got, fill(6, 8192)) {
+			t.Fatalf("%s: the clone does not read its snapshot's data", n.name)
+		}
+		if got := chainBytes(t, n, "c", 1<<20, 4096); !bytes.Equal(got, fill(7, 4096)) {
+			t.Fatalf("%s: the clone's write is missing", n.name)
+		}
+		if got := chainBytes(t, n, "src", 1<<20, 4096); !bytes.Equal(got, fill(6, 4096)) {
+			t.Fatalf("%s: the clone's write reached its source", n.name)
+		}
+	}
+	chk := must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "c"}))
+	if len(chk.Nodes) != 2 || len(chk.Differing) != 0 {
+		t.Fatalf("check of the clone: %v", chk)
+	}
+	// Deleting the clone removes both replicas; the source keeps its data.
+	must[*pb.DeleteVolumeResponse](t, "delete clone")(n1.vols().DeleteVolume(ctx, &pb.DeleteVolumeRequest{Name: "c"}))
+	for _, n := range []*testNode{n1, n2} {
+		if ok, _ := n.agent.Exists("c"); ok {
+			t.Fatalf("%s still holds the deleted clone", n.name)
+		}
+		if got := chainBytes(t, n, "src", 0, 4096); !bytes.Equal(got, fill(6, 4096)) {
+			t.Fatalf("%s: the source lost data with its clone", n.name)
+		}
+	}
+}
+
 // TestFailoverFencesTheOldEngine: attaching a volume on another node moves
 // its engine there with every acknowledged write, and the old engine,
 // still running, can no longer write to any replica (invariant 3).

@@ -111,7 +111,11 @@ func (s *Server) viewOf(ctx context.Context, rec meta.Volume) (*pb.Volume, error
 // AlreadyExists.
 func (s *Server) CreateVolume(ctx context.Context, req *pb.CreateVolumeRequest) (*pb.Volume, error) {
 	if req.FromSnapshot != "" {
-		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes, Labels: req.Labels, Qos: req.Qos})
+		if len(req.Zones) > 0 {
+			return nil, fmt.Errorf("a clone's replicas go on nodes holding its source's (it shares their layers): choose among them with --nodes, not --zones: %w", errdefs.ErrInvalidArgument)
+		}
+		return s.CloneVolume(ctx, &pb.CloneVolumeRequest{Source: req.FromSnapshot, Name: req.Name, SizeBytes: req.SizeBytes, Labels: req.Labels, Qos: req.Qos,
+			Replicas: req.Replicas, Nodes: req.Nodes})
 	}
 	if err := errdefs.ValidateName("volume", req.Name); err != nil {
 		return nil, err
@@ -157,7 +161,11 @@ func (s *Server) CloneVolume(ctx context.Context, req *pb.CloneVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return s.create(ctx, req.Name, sz, srcVol, srcSnap, req.Labels, lim, "")
+	spec, err := placeSpecOf(&pb.CreateVolumeRequest{Replicas: req.Replicas, Nodes: req.Nodes})
+	if err != nil {
+		return nil, err
+	}
+	return s.createPlaced(ctx, req.Name, sz, srcVol, srcSnap, req.Labels, lim, "", spec)
 }
 
 // create records volume name as creating, makes its chain (empty, or a
@@ -170,9 +178,9 @@ func (s *Server) create(ctx context.Context, name string, sz int64, srcVol, srcS
 	return s.createPlaced(ctx, name, sz, srcVol, srcSnap, labels, lim, tenant, placeSpec{})
 }
 
-// createPlaced is create with the replicas of an empty volume placed by
-// spec. A clone has one replica, on the node of its source's engine (it
-// shares the source's layers there).
+// createPlaced is create with the replicas placed by spec: an empty
+// volume's by placement, a clone's on nodes holding an in-sync replica of
+// its source, this one first (it shares the source's layers there).
 func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol, srcSnap string, labels map[string]string, lim qos.Limits, tenant string, spec placeSpec) (*pb.Volume, error) {
 	parent := ""
 	locks := []string{name}
@@ -185,8 +193,10 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 	ctx, cancel := detach(ctx, opTimeout)
 	defer cancel()
 
+	var src meta.Volume
 	if srcVol != "" {
-		src, err := s.readyVolume(ctx, srcVol)
+		var err error
+		src, err = s.readyVolume(ctx, srcVol)
 		if err == nil {
 			err = s.onThisNode(ctx, src, actClone)
 		}
@@ -230,11 +240,9 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 			return nil, fmt.Errorf("the pool of node %s holds a chain named %q that no volume record lists (left by an interrupted operation or another tool); choose another name: %w",
 				s.node, name, errdefs.ErrFailedPrecondition)
 		}
-		nodes := []string{s.node}
-		if srcVol == "" {
-			if nodes, err = s.place(ctx, sz, spec); err != nil {
-				return nil, err
-			}
+		nodes, err := s.replicaNodesFor(ctx, sz, src, srcSnap, spec)
+		if err != nil {
+			return nil, err
 		}
 		engineNode := nodes[0]
 		if slices.Contains(nodes, s.node) {
@@ -270,6 +278,9 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 
 	var info chain.Info
 	switch {
+	case srcVol != "" && len(replicaNodes(rec)) > 1:
+		info = chain.Info{Name: name, Size: sz}
+		err = s.cloneReplicas(ctx, srcVol, srcSnap, name, sz, replicaNodes(rec))
 	case srcVol != "":
 		info, err = s.agent.Clone(srcVol, srcSnap, name, sz)
 	case rec.Replicated() && !(len(rec.Replication.Replicas) == 1 && rec.Replication.Replicas[0].Node == s.node):
@@ -297,6 +308,20 @@ func (s *Server) createPlaced(ctx context.Context, name string, sz int64, srcVol
 		s.attachLater(name)
 	}
 	return s.view(rec, 0), nil
+}
+
+// replicaNodesFor chooses the nodes of a new volume's replicas: by
+// placement for an empty volume; for a clone of src@snap, this node, or
+// with more replicas or nodes asked for, nodes holding the source's.
+func (s *Server) replicaNodesFor(ctx context.Context, sz int64, src meta.Volume, snap string, spec placeSpec) ([]string, error) {
+	switch {
+	case src.Name == "":
+		return s.place(ctx, sz, spec)
+	case spec.replicas > 1 || len(spec.nodes) > 0:
+		return s.cloneNodes(ctx, src, snap, spec)
+	default:
+		return []string{s.node}, nil
+	}
 }
 
 func labelsText(labels map[string]string) string {

@@ -1989,6 +1989,12 @@ type CloneVolumeRequest struct {
 	Name   string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// 0 keeps the snapshot's size.
 	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Number of replicas, 1 (the default, 0) to 3. A clone shares its
+	// source's layers, so its replicas go on nodes holding an in-sync
+	// replica of the source (this node's first).
+	Replicas int32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Optional: the nodes the clone's replicas may go on, among those.
+	Nodes []string `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Optional labels, as in CreateVolumeRequest.
 	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Optional QoS limits; fields left out get the cluster's clone-default
@@ -2047,6 +2053,20 @@ func (x *CloneVolumeRequest) GetSizeBytes() int64 {
 		return x.SizeBytes
 	}
 	return 0
+}
+
+func (x *CloneVolumeRequest) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *CloneVolumeRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
 }
 
 func (x *CloneVolumeRequest) GetLabels() map[string]string {
@@ -5005,12 +5025,14 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x13ResizeVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\x85\x02\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\xb7\x02\n" +
 	"\x12CloneVolumeRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12A\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\x05R\breplicas\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12A\n" +
 	"\x06labels\x18\x14 \x03(\v2).strata.v1.CloneVolumeRequest.LabelsEntryR\x06labels\x12&\n" +
 	"\x03qos\x18\x1e \x01(\v2\x14.strata.v1.QosLimitsR\x03qos\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"slices"
 
 	"github.com/strata-storage/strata/internal/errdefs"
@@ -58,7 +59,14 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, c := range chains {
-		if !recorded[c] {
+		switch {
+		case recorded[c]:
+		case strings.HasPrefix(c, historyClonePrefix):
+			// A snapshot pinned by a rebuild that a crash interrupted.
+			if err := s.agent.Pool().Delete(c); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				s.log.Warn("removing the snapshot clone of an interrupted rebuild", "chain", c, "err", err)
+			}
+		default:
 			s.log.Warn("the pool holds a chain that no volume record lists; leaving it alone", "chain", c)
 		}
 	}

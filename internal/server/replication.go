@@ -641,6 +641,9 @@ func (s *Server) catchUp(ctx context.Context, name string, eng *engine.Volume, n
 	if err := s.pruneSnapshots(ctx, name, node); err != nil {
 		s.log.Warn("replica catch-up: snapshots deleted while it was away", "volume", name, "node", node, "err", err)
 	}
+	if err := s.copyHistory(ctx, name, eng, node, r); err != nil {
+		s.log.Warn("replica catch-up: the volume's snapshots could not be copied; the replica gets the current data only", "volume", name, "node", node, "err", err)
+	}
 	var extra []engine.Extent
 	if eng.Track(node) {
 		// Not dropped by this engine: from now on it records what the

@@ -392,6 +392,102 @@ func TestReplicatedClone(t *testing.T) {
 	}
 }
 
+// snapshotBytes reads snapshot snap of the volume's chain on node n
+// through a clone of it.
+func snapshotBytes(t *testing.T, n *testNode, name, snap string, off, length int64) []byte {
+	t.Helper()
+	tmp := "read-" + snap
+	c, err := n.agent.Pool().Clone(name, snap, tmp, 0)
+	if err != nil {
+		t.Fatalf("%s: clone %s@%s: %v", n.name, name, snap, err)
+	}
+	defer n.agent.Pool().Delete(tmp)
+	p := make([]byte, length)
+	if _, err := c.ReadAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestANewReplicaGetsTheSnapshots: a replica added by ha-update gets the
+// volume's snapshots, each with its content, before the current data, so
+// that it can be reverted and cloned like the others.
+func TestANewReplicaGetsTheSnapshots(t *testing.T) {
+	nodes := newCluster(t)
+	n1, n3 := nodes[0], nodes[2]
+	ctx := authed(context.Background())
+	must[*pb.Volume](t, "create")(n1.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "hs", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node1", "node2"}}))
+	if err := n1.agent.Attach("hs"); err != nil {
+		t.Fatal(err)
+	}
+	eng := n1.agent.Engine("hs")
+	write := func(b byte, off, n int64) {
+		t.Helper()
+		if _, err := eng.WriteAt(fill(b, int(n)), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, 0, 1<<20)
+	write(2, 4<<20, 6<<20) // past a historyChunk
+	must[*pb.Snapshot](t, "s1")(n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "hs", Name: "s1"}))
+	write(3, 0, 4096)
+	if err := eng.Trim(5<<20, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	must[*pb.Snapshot](t, "s2")(n1.snaps().CreateSnapshot(ctx, &pb.CreateSnapshotRequest{Volume: "hs", Name: "s2"}))
+	write(4, 8192, 4096)
+
+	must[*pb.Volume](t, "ha-update 3")(n1.vols().UpdateVolumeReplicas(ctx, &pb.UpdateVolumeReplicasRequest{Name: "hs", Replicas: 3}))
+	waitVolume(t, n1, "hs", "3 in sync", func(v *pb.Volume) bool {
+		return modes(v) == "node1:in-sync node2:in-sync node3:in-sync"
+	})
+	if got := snapshotsOn(t, n3, "hs"); got != "s1,s2" {
+		t.Fatalf("the new replica's snapshots: %q, want s1,s2", got)
+	}
+	for _, c := range []struct {
+		snap   string
+		off, n int64
+		want   byte
+		what   string
+	}{
+		{"s1", 0, 4096, 1, "s1's first write"},
+		{"s1", 4 << 20, 6 << 20, 2, "s1's second write"},
+		{"s2", 0, 4096, 3, "s2's write"},
+		{"s2", 4096, 4096, 1, "s1's data under s2"},
+		{"s2", 5 << 20, 1 << 20, 0, "s2's trim"},
+		{"s2", 6 << 20, 1 << 20, 2, "s1's data after s2's trim"},
+	} {
+		if got := snapshotBytes(t, n3, "hs", c.snap, c.off, c.n); !bytes.Equal(got, fill(c.want, int(c.n))) {
+			t.Fatalf("the new replica's %s@%s lacks %s", "hs", c.snap, c.what)
+		}
+	}
+	if got := chainBytes(t, n3, "hs", 8192, 4096); !bytes.Equal(got, fill(4, 4096)) {
+		t.Fatal("the new replica lacks the head's write")
+	}
+	chk := must[*pb.CheckVolumeResponse](t, "check")(n1.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "hs"}))
+	if len(chk.Nodes) != 3 || len(chk.Differing) != 0 {
+		t.Fatalf("check: %v", chk)
+	}
+	// Reverting needs s2 on every replica; so does a clone on node3.
+	must[*pb.Volume](t, "revert")(n1.vols().RevertVolume(ctx, &pb.RevertVolumeRequest{Name: "hs", Snapshot: "s2"}))
+	if got := chainBytes(t, n3, "hs", 8192, 4096); !bytes.Equal(got, fill(1, 4096)) {
+		t.Fatal("the new replica was not reverted")
+	}
+	must[*pb.Volume](t, "clone")(n1.vols().CloneVolume(ctx, &pb.CloneVolumeRequest{Source: "hs@s1", Name: "hs-c", Replicas: 3}))
+	if ok, _ := n3.agent.Exists("hs-c"); !ok {
+		t.Fatal("no clone replica on node3")
+	}
+	// No pinned snapshot clone is left behind.
+	for _, n := range nodes {
+		names, _ := n.agent.Pool().List()
+		for _, c := range names {
+			if strings.HasPrefix(c, historyClonePrefix) {
+				t.Fatalf("%s keeps %s", n.name, c)
+			}
+		}
+	}
+}
+
 // TestFailoverFencesTheOldEngine: attaching a volume on another node moves
 // its engine there with every acknowledged write, and the old engine,
 // still running, can no longer write to any replica (invariant 3).

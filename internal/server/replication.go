@@ -362,6 +362,20 @@ func closeAll(ms []engine.Member) {
 	}
 }
 
+// setChangeTimeout bounds the etcd update an engine waits for when its
+// replica set changes or it detaches: short once the node is stopping,
+// when etcd may have lost its quorum (every node of a cluster stopped at
+// once) and an update not made costs only a resync of the dirty regions
+// at the next attach.
+func (s *Server) setChangeTimeout() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return 2 * time.Second
+	}
+	return 10 * time.Second
+}
+
 // EngineClosed records a clean detach (the engine flushed every replica),
 // so that the next attach needs no resync.
 func (s *Server) EngineClosed(name string, eng *engine.Volume, flushErr error) {
@@ -373,7 +387,7 @@ func (s *Server) EngineClosed(name string, eng *engine.Volume, flushErr error) {
 	if flushErr != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.setChangeTimeout())
 	defer cancel()
 	_, _, err := s.changeRepl(ctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
 		if st.Engine != s.node {
@@ -390,7 +404,7 @@ func (s *Server) EngineClosed(name string, eng *engine.Volume, flushErr error) {
 // in-sync set (the engine's Drop). It is refused when another node has
 // attached the volume since: this engine is stale and must write nothing.
 func (s *Server) dropReplica(name, node string, cause error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.setChangeTimeout())
 	defer cancel()
 	_, _, err := s.changeRepl(ctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
 		if !s.engineHere(st) {
@@ -408,7 +422,7 @@ func (s *Server) dropReplica(name, node string, cause error) error {
 
 // joinReplica commits that node's caught-up replica is in sync again.
 func (s *Server) joinReplica(name, node string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.setChangeTimeout())
 	defer cancel()
 	_, _, err := s.changeRepl(ctx, name, func(st replset.State) (replset.State, []replset.Action, error) {
 		if !s.engineHere(st) {

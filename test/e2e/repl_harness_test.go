@@ -130,7 +130,7 @@ func (c *replCluster) stopAll() {
 		case <-n.done:
 			n.cmd = nil
 		case <-deadline:
-			c.t.Fatalf("%s did not stop within 150s of SIGTERM (a clean stop of all three at once takes 7-17 s, more under load: etcd loses its quorum while engines record their detach):\n%s", n.api, n.log())
+			c.t.Fatalf("%s did not stop within 150s of SIGTERM (a clean stop of all three at once takes 2-7 s: an engine gives up recording its detach after 2 s once its node is stopping):\n%s", n.api, n.log())
 		}
 	}
 	c.t.Logf("all nodes stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))

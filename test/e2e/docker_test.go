@@ -99,20 +99,30 @@ func busyboxImage(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("/bin/busybox: %v (install Debian's busybox-static; make test does)", err)
 	}
+	return importImage(t, fmt.Sprintf("strata-e2e-busybox:%d", os.Getpid()), func(tw *tar.Writer) {
+		tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))})
+		tw.Write(data)
+		for _, a := range []string{"sh", "cat", "echo", "sync"} {
+			tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+		}
+	})
+}
+
+// importImage imports an image (docker import: the engine has no registry
+// to pull from) from a tar that fill writes, removed at the end of the test.
+func importImage(t *testing.T, tag string, fill func(*tar.Writer)) string {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))})
-	tw.Write(data)
-	for _, a := range []string{"sh", "cat", "echo", "sync"} {
-		tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+	fill(tw)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
 	}
-	tw.Close()
-	image := fmt.Sprintf("strata-e2e-busybox:%d", os.Getpid())
-	cmd := exec.Command("docker", "import", "-", image)
+	cmd := exec.Command("docker", "import", "-", tag)
 	cmd.Stdin = &buf
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("docker import: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image).Run() })
-	return image
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	return tag
 }

@@ -292,15 +292,22 @@ func (c *replCluster) inspect(vol string) replVolume {
 // waitVolume polls the volume until ok says yes and returns it.
 func (c *replCluster) waitVolume(vol, what string, within time.Duration, ok func(replVolume) bool) replVolume {
 	c.t.Helper()
+	return pollVolume(c.t, vol, what, within, func() replVolume { return c.inspect(vol) }, c.logs, ok)
+}
+
+// pollVolume calls inspect until ok says yes about what it returns; logs
+// gives the nodes' logs for the failure message.
+func pollVolume(t *testing.T, vol, what string, within time.Duration, inspect func() replVolume, logs func() string, ok func(replVolume) bool) replVolume {
+	t.Helper()
 	start := time.Now()
 	for {
-		v := c.inspect(vol)
+		v := inspect()
 		if ok(v) {
-			c.t.Logf("%s after %s: %s", what, time.Since(start).Round(time.Millisecond), v)
+			t.Logf("%s after %s: %s", what, time.Since(start).Round(time.Millisecond), v)
 			return v
 		}
 		if time.Since(start) > within {
-			c.t.Fatalf("volume %s is not %s after %s: %s\n%s", vol, what, within, v, c.logs())
+			t.Fatalf("volume %s is not %s after %s: %s\n%s", vol, what, within, v, logs())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ echo "== fio: Strata vs nbdkit vs plain file"; ./fio.sh
 echo; echo "== snapshot and clone time"; ./snapclone.sh
 echo; echo "== extent index memory"; (cd .. && go run ./bench/indexmem)
 echo; echo "== QoS: production with four throttled clones"; ./qos.sh
+echo; echo "== replication: repl 1, 2 and 3 on three local nodes, rebuild, catch-up"; ./repl.sh
 
 # clonetime_skipped says why bench/clonetime.sh cannot run here, or nothing:
 # it needs root and PostgreSQL's server binaries (the newest

@@ -338,6 +338,11 @@ func (v *Volume) Checkpoint() error {
 	if !v.changed.Load() {
 		return nil
 	}
+	// Flush once with writes flowing, so that the flush that writes wait
+	// for finds little left to write.
+	if err := v.Flush(); err != nil {
+		return err
+	}
 	v.io.Lock()
 	defer v.io.Unlock()
 	if v.closed {

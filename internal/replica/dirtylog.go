@@ -18,7 +18,7 @@ import (
 
 // DirtyRegion is the unit of the dirty-region log: a write marks the
 // DirtyRegion-aligned regions it touches.
-const DirtyRegion = 1 << 20
+const DirtyRegion = 4 << 20
 
 // ErrDirtyUnknown is returned for a dirty-region log that cannot be
 // trusted (its file is corrupt): every region may differ until the next
@@ -41,7 +41,7 @@ var ErrDirtyUnknown = fmt.Errorf("replica: the dirty-region log is unreadable; e
 // File <dir>/<volume>.dirty: magic "STRD", u32 version 1, u64 region
 // size, u64 bits, a bitmap of that many bits (region r is bit r%8 of byte
 // r/8), and a CRC-32C (Castagnoli) of everything before it; big-endian,
-// replaced crash-safely (128 KiB for every region of a 1 TiB volume). Writers that need regions added while a file update is in
+// replaced crash-safely (32 KiB for every region of a 1 TiB volume). Writers that need regions added while a file update is in
 // progress wait for it and share the next one (group commit).
 type dirtyLog struct {
 	path string

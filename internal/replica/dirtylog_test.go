@@ -27,6 +27,9 @@ func dirtyOf(t *testing.T, n *node, volume string) []int64 {
 	return got
 }
 
+// rg is the log's region, the unit of the tests' offsets.
+const rg = DirtyRegion
+
 func wantRegions(t *testing.T, what string, got []int64, want ...int64) {
 	t.Helper()
 	for i := range want {
@@ -42,14 +45,14 @@ func wantRegions(t *testing.T, what string, got []int64, want ...int64) {
 // those written since the previous checkpoint.
 func TestDirtyLogPersistsBeforeWrites(t *testing.T) {
 	n := startNode(t)
-	c := n.create("vol", 16*mib)
+	c := n.create("vol", 16*rg)
 	l, err := OpenLocal(c, n.epochs, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustWrite(t, l, pattern(4096, 1), 0)
-	mustWrite(t, l, pattern(8192, 2), 5*mib-4096) // spans regions 4 and 5
-	if err := l.WriteZeroes(9*mib, 2*mib); err != nil {
+	mustWrite(t, l, pattern(8192, 2), 5*rg-4096) // spans regions 4 and 5
+	if err := l.WriteZeroes(9*rg, 2*rg); err != nil {
 		t.Fatal(err)
 	}
 	wantRegions(t, "after writes", dirtyOf(t, n, "vol"), 0, 4, 5, 9, 10)
@@ -59,10 +62,10 @@ func TestDirtyLogPersistsBeforeWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRegions(t, "after one checkpoint", dirtyOf(t, n, "vol"), 0, 4, 5, 9, 10)
-	if err := l.Trim(2*mib, 4096); err != nil {
+	if err := l.Trim(2*rg, 4096); err != nil {
 		t.Fatal(err)
 	}
-	mustWrite(t, l, pattern(10, 3), 4*mib)
+	mustWrite(t, l, pattern(10, 3), 4*rg)
 	if err := l.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +76,14 @@ func TestDirtyLogPersistsBeforeWrites(t *testing.T) {
 	wantRegions(t, "after a third checkpoint", dirtyOf(t, n, "vol"))
 
 	// Writing a region already listed updates no file.
-	mustWrite(t, l, pattern(4096, 4), 7*mib)
+	mustWrite(t, l, pattern(4096, 4), 7*rg)
 	before := n.epochs.vol("vol").dirty.writes
 	var wg sync.WaitGroup
 	for i := range 32 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := l.WriteAt(pattern(512, byte(i)), 7*mib+int64(i)*4096); err != nil {
+			if _, err := l.WriteAt(pattern(512, byte(i)), 7*rg+int64(i)*4096); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -91,14 +94,14 @@ func TestDirtyLogPersistsBeforeWrites(t *testing.T) {
 	}
 
 	// Out-of-range requests fail in the chain and list nothing past the end.
-	if err := l.Trim(15*mib, 1<<62); err == nil {
+	if err := l.Trim(15*rg, 1<<62); err == nil {
 		t.Fatal("a trim past the end succeeded")
 	}
-	if got := dirtyOf(t, n, "vol"); got[len(got)-1] != 15*mib {
+	if got := dirtyOf(t, n, "vol"); got[len(got)-1] != 15*rg {
 		t.Fatalf("after a trim past the end: %v", got)
 	}
 	// An unfenced replica keeps no log.
-	c2 := n.create("plain", 4*mib)
+	c2 := n.create("plain", 4*rg)
 	mustWrite(t, NewLocal(c2), pattern(4096, 5), 0)
 	wantRegions(t, "unfenced", dirtyOf(t, n, "plain"))
 
@@ -118,12 +121,12 @@ func TestDirtyLogPersistsBeforeWrites(t *testing.T) {
 // region suspect until a checkpoint, and is never read as empty.
 func TestDirtyLogCorrupt(t *testing.T) {
 	n := startNode(t)
-	c := n.create("vol", 8*mib)
+	c := n.create("vol", 8*rg)
 	l, err := OpenLocal(c, n.epochs, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustWrite(t, l, pattern(4096, 1), 3*mib)
+	mustWrite(t, l, pattern(4096, 1), 3*rg)
 	path := filepath.Join(n.dir, "epochs", "vol.dirty")
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -146,7 +149,7 @@ func TestDirtyLogCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustWrite(t, l, pattern(4096, 2), 6*mib)
+	mustWrite(t, l, pattern(4096, 2), 6*rg)
 	if _, err := n.epochs.DirtyRegions("vol"); !errors.Is(err, ErrDirtyUnknown) {
 		t.Fatalf("corrupt log after a write: %v, want ErrDirtyUnknown still", err)
 	}
@@ -161,12 +164,12 @@ func TestDirtyLogCorrupt(t *testing.T) {
 func TestDirtyLogOverTheWire(t *testing.T) {
 	checkNoLeaks(t)
 	n := startNode(t)
-	n.create("vol", 8*mib)
+	n.create("vol", 8*rg)
 	r := n.dial("vol", 1)
 	ctl := n.control()
 	ctx := context.Background()
-	mustWrite(t, r, pattern(4096, 1), 2*mib)
-	if err := r.Trim(6*mib, mib); err != nil {
+	mustWrite(t, r, pattern(4096, 1), 2*rg)
+	if err := r.Trim(6*rg, rg); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ctl.DirtyRegions(ctx, "vol")
@@ -187,7 +190,7 @@ func TestDirtyLogOverTheWire(t *testing.T) {
 	}
 	// A stale engine can neither write nor checkpoint.
 	r2 := n.dial("vol", 2)
-	mustWrite(t, r2, pattern(4096, 2), 5*mib)
+	mustWrite(t, r2, pattern(4096, 2), 5*rg)
 	if err := r.Checkpoint(); !errors.Is(err, ErrStaleEpoch) {
 		t.Fatalf("stale checkpoint: %v, want ErrStaleEpoch", err)
 	}

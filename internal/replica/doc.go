@@ -62,7 +62,7 @@
 //	18 checkpoint -> nothing; everything written before is durable on
 //	              every in-sync replica: the dirty-region log drops the
 //	              regions not written since the previous checkpoint
-//	19 dirty      str volume -> u64 offset per region (1 MiB) the
+//	19 dirty      str volume -> u64 offset per region (4 MiB) the
 //	              dirty-region log lists, in increasing order
 //	20 clone      length size (0: the snapshot's), str volume, str
 //	              snapshot, str new volume -> nothing

@@ -796,9 +796,9 @@ func (s *Server) resync(ctx context.Context, name string, members []engine.Membe
 	return nil
 }
 
-// resyncRegion is the unit resync and volume check compare: the
-// dirty-region log's region.
-const resyncRegion = replica.DirtyRegion
+// resyncRegion is the unit resync compares and copies (a dirty-region
+// log's region is a whole number of them).
+const resyncRegion = 1 << 20
 
 // resyncCandidates returns the offsets of the regions where the replicas
 // of volume name on nodes may differ after an engine crash, in order, and
@@ -814,7 +814,9 @@ func (s *Server) resyncCandidates(ctx context.Context, name string, nodes []stri
 			break
 		}
 		for _, o := range offs {
-			set[o] = true
+			for off := o; off < o+replica.DirtyRegion; off += resyncRegion {
+				set[off] = true
+			}
 		}
 	}
 	from := "dirty-region logs"

@@ -589,20 +589,21 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	ctx := authed(context.Background())
 	bg := context.Background()
-	must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "c", SizeBytes: 16 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}}))
+	must[*pb.Volume](t, "create")(n2.vols().CreateVolume(ctx, &pb.CreateVolumeRequest{Name: "c", SizeBytes: 64 * mib, Replicas: 2, Nodes: []string{"node2", "node3"}}))
 	if err := n2.agent.Attach("c"); err != nil {
 		t.Fatal(err)
 	}
 	eng := n2.agent.Engine("c")
-	if _, err := eng.WriteAt(fill(3, 8<<20), 0); err != nil {
+	if _, err := eng.WriteAt(fill(3, 32<<20), 0); err != nil {
 		t.Fatal(err)
 	}
 	// Two checkpoints: the regions written before the first are durable
-	// everywhere and leave the dirty-region logs; region 10's write stays.
+	// everywhere and leave the dirty-region logs; the write at 40 MiB
+	// stays.
 	if err := eng.Checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := eng.WriteAt(fill(4, 4096), 10<<20); err != nil {
+	if _, err := eng.WriteAt(fill(4, 4096), 40<<20); err != nil {
 		t.Fatal(err)
 	}
 	if err := eng.Checkpoint(); err != nil {
@@ -644,11 +645,11 @@ func TestResyncAfterEngineCrash(t *testing.T) {
 	if got := chainBytes(t, n3, "c", 1<<20, 4096); !bytes.Equal(got, fill(3, 4096)) {
 		t.Fatal("the attach after a crash did not resync the replicas")
 	}
-	// Only the logged regions were compared: region 1 (in flight) and
-	// region 10 (written since the previous checkpoint), not the 9 MiB
-	// written since the volume was made.
-	if got := n2.srv.resyncCompared.Load() - before; got != 2<<20 {
-		t.Fatalf("the resync compared %d bytes, want %d (regions 1 and 10)", got, 2<<20)
+	// Only the logged regions were compared: the one of the write in
+	// flight and the one written since the previous checkpoint, not the
+	// 33 MiB written since the volume was made.
+	if got, want := n2.srv.resyncCompared.Load()-before, int64(2*replica.DirtyRegion); got != want {
+		t.Fatalf("the resync compared %d bytes, want %d (two logged regions)", got, want)
 	}
 	chk := must[*pb.CheckVolumeResponse](t, "check")(n2.vols().CheckVolume(ctx, &pb.CheckVolumeRequest{Name: "c"}))
 	if len(chk.Differing) != 0 {

@@ -308,16 +308,19 @@ func Mount(ctx context.Context, dev Device, opts Options) (_ *Mounted, retErr er
 	return m, nil
 }
 
+// busyGrace is how long Unmount retries a busy target.
+const busyGrace = 2 * time.Second
+
 // Unmount undoes Mount in reverse: unmount, detach the loop device, stop FUSE.
 //
 // It syncs the filesystem, unmounts the target, detaches the loop device,
 // unmounts FUSE, waits for the FUSE server to exit and flushes the device.
 // While the target is busy (a process has a file open or its working
-// directory in it) it returns an error wrapping errdefs.ErrFailedPrecondition
-// and leaves the mount working. A later call picks up where an earlier one
-// stopped; once it has succeeded, calling it again returns nil. The target
-// directory is left in place. Once Unmount has returned nil, dev is not
-// called any more.
+// directory in it) for longer than busyGrace, it returns an error wrapping
+// errdefs.ErrFailedPrecondition and leaves the mount working. A later call
+// picks up where an earlier one stopped; once it has succeeded, calling it
+// again returns nil. The target directory is left in place. Once Unmount
+// has returned nil, dev is not called any more.
 func (m *Mounted) Unmount() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -329,7 +332,13 @@ func (m *Mounted) Unmount() error {
 			unix.Syncfs(fd)
 			unix.Close(fd)
 		}
+		// A process that has just exited may hold its files a moment
+		// longer (a database's last children): busy is retried briefly.
 		err := unix.Unmount(m.target, 0)
+		for deadline := time.Now().Add(busyGrace); errors.Is(err, unix.EBUSY) && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			err = unix.Unmount(m.target, 0)
+		}
 		switch {
 		case err == nil, errors.Is(err, unix.EINVAL):
 			// EINVAL: not mounted any more; someone unmounted it.

@@ -392,25 +392,7 @@ func (s *Server) cloneNodes(ctx context.Context, src meta.Volume, snap string, s
 // cloneReplicas makes dst a thin clone of src@snap on every node of nodes
 // (this node's through the agent). On failure it removes what it made.
 func (s *Server) cloneReplicas(ctx context.Context, src, snap, dst string, size int64, nodes []string) error {
-	var made []string
-	for _, n := range nodes {
-		var err error
-		if n == s.node {
-			_, err = s.agent.Clone(src, snap, dst, size)
-		} else {
-			var c *replica.Control
-			if c, err = s.control(ctx, n); err == nil {
-				err = c.Clone(ctx, src, snap, dst, size)
-				c.Close()
-			}
-		}
-		if err != nil {
-			if derr := s.deleteReplicas(ctx, dst, made); derr != nil {
-				s.log.Warn("removing the clones made before a failure", "volume", dst, "err", derr)
-			}
-			return fmt.Errorf("clone %s@%s to %q on node %s: %w", src, snap, dst, n, err)
-		}
-		made = append(made, n)
-	}
-	return nil
+	return s.makeReplicas(ctx, dst, nodes, fmt.Sprintf("clone %s@%s to %q", src, snap, dst),
+		func() error { _, err := s.agent.Clone(src, snap, dst, size); return err },
+		func(c *replica.Control) error { return c.Clone(ctx, src, snap, dst, size) })
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -158,21 +159,32 @@ func (s *Server) control(ctx context.Context, node string) (*replica.Control, er
 // createReplicas makes the empty chain of volume name on every node of
 // nodes (this node's through the agent). On failure it removes what it made.
 func (s *Server) createReplicas(ctx context.Context, name string, size int64, nodes []string) error {
+	return s.makeReplicas(ctx, name, nodes, "create the replica of volume "+strconv.Quote(name),
+		func() error { _, err := s.agent.Create(name, size); return err },
+		func(c *replica.Control) error { return c.Create(ctx, name, size) })
+}
+
+// makeReplicas makes volume name's chain on every node of nodes: local on
+// this node, remote through the others' replica servers. On failure it
+// deletes what it made and says what failed where.
+func (s *Server) makeReplicas(ctx context.Context, name string, nodes []string, what string, local func() error, remote func(*replica.Control) error) error {
 	var made []string
 	for _, n := range nodes {
 		var err error
 		if n == s.node {
-			_, err = s.agent.Create(name, size)
+			err = local()
 		} else {
 			var c *replica.Control
 			if c, err = s.control(ctx, n); err == nil {
-				err = c.Create(ctx, name, size)
+				err = remote(c)
 				c.Close()
 			}
 		}
 		if err != nil {
-			s.deleteReplicas(ctx, name, made)
-			return fmt.Errorf("create the replica of volume %q on node %s: %w", name, n, err)
+			if derr := s.deleteReplicas(ctx, name, made); derr != nil {
+				s.log.Warn("removing the replicas made before a failure", "volume", name, "err", derr)
+			}
+			return fmt.Errorf("%s on node %s: %w", what, n, err)
 		}
 		made = append(made, n)
 	}

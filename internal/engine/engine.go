@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -623,26 +624,15 @@ func (v *Volume) catchUpBatch(node string, r Replica, d *dirtySet, buf []byte) (
 	}
 	src := v.set.Load().members[0].Replica
 	for i, e := range batch {
-		for off := e.Offset; off < e.Offset+e.Length; {
-			n := min(int64(len(buf)), e.Offset+e.Length-off)
-			p := buf[:n]
-			if _, err := src.ReadAt(p, off); err != nil {
-				d.addExtents(batch[i:])
+		n, readFailed, err := CopyExtent(r, src, e, buf)
+		copied += n
+		if err != nil {
+			d.addExtents(batch[i:])
+			if readFailed {
 				return false, copied, fmt.Errorf("engine: volume %q: catch-up of %s: read the source: %w", v.name, node, err)
 			}
-			var werr error
-			if allZero(p) {
-				werr = r.WriteZeroes(off, n)
-			} else {
-				_, werr = r.WriteAt(p, off)
-			}
-			if werr != nil {
-				d.addExtents(batch[i:])
-				v.abandonCatchUp(node, 0, 0)
-				return false, copied, fmt.Errorf("engine: volume %q: catch-up of %s: %v: %w", v.name, node, werr, ErrCatchUpAbandoned)
-			}
-			copied += n
-			off += n
+			v.abandonCatchUp(node, 0, 0)
+			return false, copied, fmt.Errorf("engine: volume %q: catch-up of %s: %v: %w", v.name, node, err, ErrCatchUpAbandoned)
 		}
 	}
 	return false, copied, nil
@@ -780,6 +770,30 @@ func (v *Volume) Missed(node string) int64 {
 		return d.bytes()
 	}
 	return 0
+}
+
+// CopyExtent copies extent e from src to dst through buf, len(buf) bytes
+// at a time; a piece that reads as zeros is sent as write-zeroes (no data
+// moves, nothing is allocated). It returns the bytes copied and, on an
+// error, whether reading src failed (rather than writing dst).
+func CopyExtent(dst Replica, src io.ReaderAt, e Extent, buf []byte) (copied int64, readFailed bool, err error) {
+	for off := e.Offset; off < e.Offset+e.Length; {
+		p := buf[:min(int64(len(buf)), e.Offset+e.Length-off)]
+		if _, err := src.ReadAt(p, off); err != nil {
+			return copied, true, err
+		}
+		if allZero(p) {
+			err = dst.WriteZeroes(off, int64(len(p)))
+		} else {
+			_, err = dst.WriteAt(p, off)
+		}
+		if err != nil {
+			return copied, false, err
+		}
+		copied += int64(len(p))
+		off += int64(len(p))
+	}
+	return copied, false, nil
 }
 
 func allZero(p []byte) bool {

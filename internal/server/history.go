@@ -102,34 +102,14 @@ func (s *Server) copySnapshot(name string, src *chain.Chain, prev, snap string, 
 	buf := make([]byte, historyChunk)
 	var copied int64
 	for _, e := range es {
-		for off := e.Offset; off < e.Offset+e.Length; {
-			p := buf[:min(int64(len(buf)), e.Offset+e.Length-off)]
-			if _, err := view.ReadAt(p, off); err != nil {
-				return copied, err
-			}
-			if allZero(p) {
-				err = r.WriteZeroes(off, int64(len(p)))
-			} else {
-				_, err = r.WriteAt(p, off)
-			}
-			if err != nil {
-				return copied, err
-			}
-			copied += int64(len(p))
-			off += int64(len(p))
+		n, _, err := engine.CopyExtent(r, view, engine.Extent{Offset: e.Offset, Length: e.Length}, buf)
+		copied += n
+		if err != nil {
+			return copied, err
 		}
 	}
 	if err := r.Flush(); err != nil {
 		return copied, err
 	}
 	return copied, r.Snapshot(snap)
-}
-
-func allZero(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }

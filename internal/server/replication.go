@@ -785,14 +785,11 @@ func (s *Server) resync(ctx context.Context, name string, members []engine.Membe
 		compared += n
 		buf := make([]byte, resyncRegion)
 		for _, e := range diff {
-			p := buf[:e.Length]
-			if _, err := src.Replica.ReadAt(p, e.Offset); err != nil {
+			n, _, err := engine.CopyExtent(m.Replica, src.Replica, e, buf)
+			copied += n
+			if err != nil {
 				return err
 			}
-			if _, err := m.Replica.WriteAt(p, e.Offset); err != nil {
-				return err
-			}
-			copied += e.Length
 		}
 		if err := m.Replica.Flush(); err != nil {
 			return err

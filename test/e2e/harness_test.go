@@ -108,28 +108,42 @@ func (n *node) env() []string {
 	return append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(n.dir, "config"), "STRATA_API=", "STRATA_TOKEN=")
 }
 
+// start starts the node's process and waits until it answers.
 func (n *node) start() {
+	n.t.Helper()
+	n.spawn()
+	n.waitUp()
+}
+
+// spawn starts the node's process without waiting for it to answer.
+func (n *node) spawn() {
 	t := n.t
 	t.Helper()
 	logf, err := os.OpenFile(filepath.Join(n.dir, "node.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(n.bin, "up", "--data-dir", n.dataDir, "--api-addr", n.api, "--nbd-addr", n.nbd,
-		"--replica-addr", n.replica, "--etcd-client-url", "http://"+n.etcdC, "--etcd-peer-url", "http://"+n.etcdP)
+	defer logf.Close()
+	args := []string{"up", "--data-dir", n.dataDir, "--api-addr", n.api, "--nbd-addr", n.nbd,
+		"--replica-addr", n.replica, "--etcd-client-url", "http://" + n.etcdC, "--etcd-peer-url", "http://" + n.etcdP}
 	if n.ip != "" {
-		n.cmd = exec.Command(n.bin, "up", "--data-dir", n.dataDir, "--ip", n.ip)
+		args = []string{"up", "--data-dir", n.dataDir, "--ip", n.ip}
 	}
-	n.cmd.Args = append(n.cmd.Args, n.extra...)
+	n.cmd = exec.Command(n.bin, append(args, n.extra...)...)
 	n.cmd.Env = n.env()
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	logf.Close()
 	n.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
+}
+
+// waitUp waits until a spawned node answers its API.
+func (n *node) waitUp() {
+	t := n.t
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, _, err := n.try("status"); err == nil {

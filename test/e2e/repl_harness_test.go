@@ -151,48 +151,6 @@ func (c *replCluster) startAll() {
 	c.t.Logf("all nodes up and online %s after their start", time.Since(start).Round(time.Millisecond))
 }
 
-// spawn starts the node's process without waiting for it to answer
-// (node.start, split in two).
-func (n *node) spawn() {
-	t := n.t
-	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(n.dir, "node.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	n.cmd = exec.Command(n.bin, append([]string{"up", "--data-dir", n.dataDir, "--ip", n.ip}, n.extra...)...)
-	n.cmd.Env = n.env()
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
-}
-
-// waitUp waits until a spawned node answers its API.
-func (n *node) waitUp() {
-	t := n.t
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, _, err := n.try("status"); err == nil {
-			return
-		}
-		select {
-		case <-n.done:
-			t.Fatalf("strata up exited early:\n%s", n.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("strata up did not answer within 60s:\n%s", n.log())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // fullLog returns the node's whole log.
 func (n *node) fullLog() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "node.log"))

@@ -73,16 +73,27 @@ func TestReplReplicaKilled(t *testing.T) {
 	}
 
 	c.node("r3").start()
-	c.waitVolume("rk", "all in sync after r3's return", 60*time.Second, replVolume.allInSync)
+	c.endWithoutErrors("rk", w, "after r3's return", "while a replica died")
+}
+
+// endWithoutErrors ends a test whose writes had to go on through the fault
+// (what): vol gets all replicas in sync again (when) and more writes are
+// acknowledged; then no write or connection may have failed, every
+// acknowledged write must read back through r1, and check must find the
+// replicas identical.
+func (c *replCluster) endWithoutErrors(vol string, w *replWriter, when, what string) {
+	t := c.t
+	t.Helper()
+	c.waitVolume(vol, "all in sync "+when, 60*time.Second, replVolume.allInSync)
 	w.waitAcked(w.ackedBytes.Load(), 1<<20, 30*time.Second, "writes after the catch-up")
 	w.halt()
 	if n := w.errnos.Load() + w.dropped.Load(); n != 0 {
-		t.Errorf("%d writes or flushes failed and %d connections were lost while a replica died; first error: %s",
-			w.errnos.Load(), w.dropped.Load(), w.firstErrnoMsg())
+		t.Errorf("%d writes or flushes failed and %d connections were lost %s; first error: %s",
+			w.errnos.Load(), w.dropped.Load(), what, w.firstErrnoMsg())
 	}
-	t.Logf("%d writes acknowledged (%d MiB); catch-ups of r3: %v bytes", w.acks.Load(), w.ackedBytes.Load()>>20, caughtUp(c.node("r1"), "rk", "r3"))
+	t.Logf("%d writes acknowledged (%d MiB); catch-ups of r3: %v bytes", w.acks.Load(), w.ackedBytes.Load()>>20, caughtUp(c.node("r1"), vol, "r3"))
 	w.verify(c.node("r1").nbd, everyAcked)
-	c.check("rk", w)
+	c.check(vol, w)
 }
 
 // TestReplEngineKilled: SIGKILL of the engine's node during writes, twice.
@@ -172,16 +183,7 @@ func TestReplReplicaDiskFull(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	c.waitVolume("df", "all in sync once r3 has space", 60*time.Second, replVolume.allInSync)
-	w.waitAcked(w.ackedBytes.Load(), 1<<20, 30*time.Second, "writes after the catch-up")
-	w.halt()
-	if n := w.errnos.Load() + w.dropped.Load(); n != 0 {
-		t.Errorf("%d writes or flushes failed and %d connections were lost while a replica's disk was full; first error: %s",
-			w.errnos.Load(), w.dropped.Load(), w.firstErrnoMsg())
-	}
-	t.Logf("%d writes acknowledged (%d MiB); catch-ups of r3: %v bytes", w.acks.Load(), w.ackedBytes.Load()>>20, caughtUp(c.node("r1"), "df", "r3"))
-	w.verify(c.node("r1").nbd, everyAcked)
-	c.check("df", w)
+	c.endWithoutErrors("df", w, "once r3 has space", "while a replica's disk was full")
 }
 
 // TestReplClusterRestart: the whole cluster is stopped with SIGTERM during
